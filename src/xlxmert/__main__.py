@@ -1,0 +1,5 @@
+import sys
+
+from xlxmert.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data: the ShapeScenes world (``data.shapes``), real-format loaders and tokenizers."""

@@ -1,0 +1,1 @@
+"""Evaluation: FID, IS, R-precision, semantic accuracy, task accuracies, tables."""

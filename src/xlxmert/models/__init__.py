@@ -1,0 +1,1 @@
+"""Models: the X-LXMERT transformer (and its LXMERT+Grid baseline) and the SPADE image generator."""

@@ -1,0 +1,1 @@
+"""Pipelines: the glue from a caption/image to images, captions and answers."""

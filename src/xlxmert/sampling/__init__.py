@@ -1,0 +1,1 @@
+"""Samplers (text → visual ids): TL→BR, Random, Easy-First, Mask-Predict-K; caption Gibbs sampling."""

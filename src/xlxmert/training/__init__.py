@@ -1,0 +1,1 @@
+"""Training loops: backbone, generator (GAN), transformer pretraining, fine-tuning."""

@@ -1,0 +1,1 @@
+"""Small shared helpers: config (de)serialisation, component folders, seeding."""

@@ -1,0 +1,18 @@
+"""Seeding without global state: every random draw takes an explicit generator."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def torch_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
+    """A fresh ``torch.Generator`` seeded with ``seed``."""
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(seed))
+    return gen
+
+
+def numpy_rng(seed: int) -> np.random.Generator:
+    """A fresh NumPy ``Generator`` (PCG64) seeded with ``seed``."""
+    return np.random.default_rng(int(seed))

@@ -1,0 +1,59 @@
+"""Weights on disk: safetensors only (never pickles), one file per component folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from xlxmert.errors import XLXMERTError
+
+WEIGHTS_NAME = "model.safetensors"
+
+
+def save_weights(module: torch.nn.Module, folder: str | Path, name: str = WEIGHTS_NAME) -> Path:
+    """Save ``module.state_dict()`` as safetensors; tied tensors are stored once per storage."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {}
+    seen: dict[int, str] = {}
+    for key, tensor in module.state_dict().items():
+        ptr = tensor.untyped_storage().data_ptr() if tensor.numel() else -1
+        if ptr in seen and ptr != -1 and tensor.shape == state[seen[ptr]].shape:
+            continue  # tied weight (e.g. MLM decoder = word embeddings): restored by the tie
+        seen[ptr] = key
+        state[key] = tensor.detach().contiguous().cpu()
+    path = folder / name
+    save_file(state, str(path))
+    return path
+
+
+def load_weights(module: torch.nn.Module, folder: str | Path, name: str = WEIGHTS_NAME) -> torch.nn.Module:
+    """Load safetensors weights into ``module`` (strict, except for keys dropped by ties)."""
+    path = Path(folder) / name
+    if not path.is_file():
+        raise XLXMERTError(f"no {name} in {folder}: train or download the component first")
+    state = load_file(str(path))
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if unexpected:
+        raise XLXMERTError(f"{path}: unexpected weights {unexpected[:5]} (config and weights disagree)")
+    tied = _tied_keys(module)
+    really_missing = [k for k in missing if k not in tied]
+    if really_missing:
+        raise XLXMERTError(f"{path}: missing weights {really_missing[:5]} (config and weights disagree)")
+    return module
+
+
+def _tied_keys(module: torch.nn.Module) -> set[str]:
+    """State-dict keys whose tensor shares storage with an earlier key."""
+    seen: set[int] = set()
+    tied: set[str] = set()
+    for key, tensor in module.state_dict().items():
+        if not tensor.numel():
+            continue
+        ptr = tensor.untyped_storage().data_ptr()
+        if ptr in seen:
+            tied.add(key)
+        seen.add(ptr)
+    return tied
