@@ -18,6 +18,11 @@ from xlxmert.errors import XLXMERTError
 # Order = order in ``xlxmert --help`` (the pipeline's order).
 COMMAND_MODULES = (
     "xlxmert.cli.data",
+    "xlxmert.cli.tokenizer",
+    "xlxmert.cli.visual",
+    "xlxmert.cli.pretrain",
+    "xlxmert.cli.generator",
+    "xlxmert.cli.paint",
 )
 
 
@@ -55,7 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"xlxmert: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("xlxmert: interrupted (finished work is kept; rerun the same command to resume)", file=sys.stderr)
+        print(
+            "xlxmert: interrupted (finished work is kept; rerun the same command to resume)", file=sys.stderr
+        )
         return 130
     except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
         print(f"xlxmert: error: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)
@@ -64,7 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("XLXMERT_DEBUG"):
             raise
         print(
-            f"xlxmert: internal error: {type(exc).__name__}: {exc} (rerun with XLXMERT_DEBUG=1 for a traceback)",
+            f"xlxmert: internal error: {type(exc).__name__}: {exc} "
+            "(rerun with XLXMERT_DEBUG=1 for a traceback)",
             file=sys.stderr,
         )
         return 1

@@ -49,7 +49,9 @@ def tensor_to_pil(images: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(a, mode="RGB") for a in arr]
 
 
-def image_grid(images: list[Image.Image], columns: int, pad: int = 2, fill: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+def image_grid(
+    images: list[Image.Image], columns: int, pad: int = 2, fill: tuple[int, int, int] = (255, 255, 255)
+) -> Image.Image:
     """Tile equally sized images into one picture, row-major, ``columns`` per row."""
     if not images:
         raise XLXMERTError("image_grid needs at least one image")
@@ -58,5 +60,7 @@ def image_grid(images: list[Image.Image], columns: int, pad: int = 2, fill: tupl
     grid = Image.new("RGB", (columns * w + (columns + 1) * pad, rows * h + (rows + 1) * pad), fill)
     for i, img in enumerate(images):
         r, c = divmod(i, columns)
-        grid.paste(img.resize((w, h)) if img.size != (w, h) else img, (pad + c * (w + pad), pad + r * (h + pad)))
+        grid.paste(
+            img.resize((w, h)) if img.size != (w, h) else img, (pad + c * (w + pad), pad + r * (h + pad))
+        )
     return grid

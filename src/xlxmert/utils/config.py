@@ -33,7 +33,9 @@ def config_from_dict(cls: type[T], data: dict[str, Any]) -> T:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise XLXMERTError(f"{cls.__name__}: unknown config keys {unknown}; was it written by a newer xlxmert?")
+        raise XLXMERTError(
+            f"{cls.__name__}: unknown config keys {unknown}; was it written by a newer xlxmert?"
+        )
     kwargs = {}
     for key, value in data.items():
         kwargs[key] = _coerce(hints[key], value)

@@ -1,8 +1,8 @@
 """A model folder, diffusers-style: ``model_index.json`` naming components, one subfolder each.
 
     MODEL/
-      model_index.json      {"_class_name": "XLxmert", "preset": ..., "components": {"tokenizer": "tokenizer", ...}}
-      tokenizer/            tokenizer.json
+      model_index.json      {"_class_name": "XLxmert", "preset": ..., "components": {...}}
+      tokenizer/            tokenizer.json + tokenizer_config.json
       backbone/             config.json + model.safetensors   (grid-feature backbone)
       vocabulary/           config.json + centroids.safetensors
       transformer/          config.json + model.safetensors
