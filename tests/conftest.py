@@ -3,3 +3,17 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_shapes(tmp_path_factory):
+    """A ShapeScenes data root with train (48), val (16), test (16) and compositional (8) at 64 px."""
+    from xlxmert.data.shapes.generate import generate_split
+
+    root = tmp_path_factory.mktemp("shapes")
+    for split, n in (("train", 48), ("val", 16), ("test", 16), ("compositional", 8)):
+        generate_split(root, split, n, size=64, seed=0, progress=False)
+    return root
