@@ -1,0 +1,176 @@
+"""``xlxmert paint``, ``xlxmert caption`` and ``xlxmert answer``: the pipelines from the shell.
+
+    xlxmert paint "a red circle in the snow" ["caption" ...] -o out.png [--model DIR]
+                  [--sampler mask-predict --steps 4 --seed 0 --temperature T --anneal --top-k K] [--strip]
+    xlxmert caption img.png [img.png ...] [--prefix "a"] [--model DIR]
+    xlxmert answer img.png "what color is the circle" [--model DIR]
+
+Without ``--model`` the model folder is ``$XLXMERT_MODEL``, else the repository's ``models/shapes-64``.
+Library warnings (a truncated caption) are printed on stderr as one line each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from xlxmert.errors import XLXMERTError
+
+SAMPLER_NAMES = ("mask-predict", "tl-br", "random", "easy-first")
+MAX_STRIP_FRAMES = 16
+
+
+def _model_dir(args: argparse.Namespace) -> Path:
+    from xlxmert.pipelines import default_model_dir
+
+    return Path(args.model) if args.model else default_model_dir()
+
+
+def _with_warnings(fn: Callable[[], Any]) -> Any:
+    """Run ``fn``, printing each warning it raises as one ``xlxmert: warning:`` line on stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = fn()
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            print(f"xlxmert: warning: {w.message}", file=sys.stderr)
+    return result
+
+
+def _strip_frames(frames: list) -> list:
+    """At most MAX_STRIP_FRAMES evenly spaced frames, always ending with the last step."""
+    if len(frames) <= MAX_STRIP_FRAMES:
+        return frames
+    n = len(frames)
+    picks = sorted({round(i * (n - 1) / (MAX_STRIP_FRAMES - 1)) for i in range(MAX_STRIP_FRAMES)})
+    return [frames[i] for i in picks]
+
+
+def _paint(args: argparse.Namespace) -> int:
+    from xlxmert.data.images import image_grid
+    from xlxmert.pipelines.paint import PaintPipeline
+
+    pipe = PaintPipeline.from_pretrained(_model_dir(args))
+    out = _with_warnings(
+        lambda: pipe(
+            args.captions,
+            sampler=args.sampler,
+            steps=args.steps,
+            seed=args.seed,
+            temperature=args.temperature,
+            anneal=args.anneal,
+            top_k=args.top_k,
+            return_intermediates=args.strip,
+            noise=False if args.no_noise else None,
+        )
+    )
+    written = []
+    if args.out_dir:
+        folder = Path(args.out_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, img in enumerate(out.images):
+            img.save(folder / f"{i:03d}.png")
+            written.append(folder / f"{i:03d}.png")
+            if args.strip:
+                frames = _strip_frames(out.intermediates[i])
+                image_grid(frames, columns=len(frames)).save(folder / f"{i:03d}_strip.png")
+                written.append(folder / f"{i:03d}_strip.png")
+    else:
+        path = Path(args.out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        columns = min(len(out.images), 8)
+        _save(out.images[0] if len(out.images) == 1 else image_grid(out.images, columns=columns), path)
+        written.append(path)
+        if args.strip:
+            rows = [_strip_frames(frames) for frames in out.intermediates]
+            strip_path = path.with_name(f"{path.stem}_strip{path.suffix}")
+            _save(image_grid([f for row in rows for f in row], columns=len(rows[0])), strip_path)
+            written.append(strip_path)
+    for p in written:
+        print(p)
+    return 0
+
+
+def _save(image, path: Path) -> None:
+    try:
+        image.save(path)
+    except (ValueError, OSError) as exc:
+        raise XLXMERTError(f"cannot write {path}: {exc} (use a .png or .jpg file name)") from None
+
+
+def _caption(args: argparse.Namespace) -> int:
+    from xlxmert.pipelines.caption import CaptionPipeline
+
+    pipe = CaptionPipeline.from_pretrained(_model_dir(args))
+    out = _with_warnings(
+        lambda: pipe(
+            args.images,
+            prefix=args.prefix,
+            length=args.length,
+            sweeps=args.sweeps,
+            seed=args.seed,
+            temperature=args.temperature,
+            top_k=args.top_k,
+        )
+    )
+    for path, caption in zip(args.images, out.captions):
+        print(caption if len(args.images) == 1 else f"{path}\t{caption}")
+    return 0
+
+
+def _answer(args: argparse.Namespace) -> int:
+    from xlxmert.pipelines.answer import AnswerPipeline
+
+    pipe = AnswerPipeline.from_pretrained(_model_dir(args))
+    out = _with_warnings(lambda: pipe([args.image], [args.question], top_k=args.top_k))
+    for answer, prob in out.top[0]:
+        print(f"{answer}\t{prob:.3f}")
+    return 0
+
+
+def _add_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="model folder (default: $XLXMERT_MODEL, else models/shapes-64)")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("paint", help="paint images from captions (X-LXMERT sampling + generator)")
+    p.add_argument("captions", nargs="+", help="one or more captions, each in quotes")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("-o", "--out", help="output image; several captions are tiled into one grid image")
+    where.add_argument("--out-dir", help="folder for one image per caption (000.png, 001.png, ...)")
+    _add_model(p)
+    p.add_argument("--sampler", choices=SAMPLER_NAMES, default="mask-predict", help="grid sampling order")
+    p.add_argument("--steps", type=int, help="steps (default: 4 for mask-predict, else one per grid cell)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling draws and the generator noise")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = argmax (the paper); > 0 samples ids")
+    p.add_argument("--anneal", action="store_true", help="decay the temperature linearly to 0 over the steps")
+    p.add_argument("--top-k", type=int, help="sample only among the k most likely visual words")
+    p.add_argument("--no-noise", action="store_true", help="switch off the generator's noise injection")
+    p.add_argument(
+        "--strip",
+        action="store_true",
+        help=f"also save every sampling step decoded (at most {MAX_STRIP_FRAMES} frames, evenly spaced)",
+    )
+    p.set_defaults(func=_paint)
+
+    c = subparsers.add_parser("caption", help="caption images by Gibbs sampling the MLM head")
+    c.add_argument("images", nargs="+", help="image files")
+    c.add_argument("--prefix", default="", help="words the caption must start with, e.g. 'a'")
+    c.add_argument("--length", type=int, default=12, help="caption length in word pieces (prefix included)")
+    c.add_argument("--sweeps", type=int, default=2, help="Gibbs sweeps over the free positions")
+    c.add_argument("--seed", type=int, default=0, help="seed of the visiting order and sampled words")
+    c.add_argument("--temperature", type=float, default=0.0, help="0 = argmax; > 0 samples words")
+    c.add_argument("--top-k", type=int, help="sample only among the k most likely words")
+    _add_model(c)
+    c.set_defaults(func=_caption)
+
+    a = subparsers.add_parser("answer", help="answer a question about an image (QA head)")
+    a.add_argument("image", help="image file")
+    a.add_argument("question", help="the question, in quotes")
+    a.add_argument("--top-k", type=int, default=1, help="print the k most probable answers")
+    _add_model(a)
+    a.set_defaults(func=_answer)

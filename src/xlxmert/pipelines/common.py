@@ -1,0 +1,121 @@
+"""Helpers shared by the pipelines: loading a model folder's components, captions in, images in."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from xlxmert.data.images import load_image, pil_to_tensor
+from xlxmert.data.tokenizer import TextTokenizer, TokenizedText
+from xlxmert.errors import XLXMERTError
+from xlxmert.models.transformer import XLxmertForPreTraining
+from xlxmert.utils.model_folder import component_dir, read_model_index
+from xlxmert.visual.grid import GridFeatureExtractor
+from xlxmert.visual.vocabulary import VisualVocabulary
+
+ImageInput = Image.Image | str | Path
+
+
+def load_tokenizer_and_transformer(model_dir: str | Path) -> tuple[TextTokenizer, XLxmertForPreTraining]:
+    """The ``tokenizer/`` and ``transformer/`` components of a model folder (transformer in eval mode).
+
+    Raises :class:`XLXMERTError` when the folder or a component is missing.
+    """
+    read_model_index(model_dir)  # one clear error for a missing folder or a non-model folder
+    tokenizer = TextTokenizer.from_pretrained(component_dir(model_dir, "tokenizer"))
+    component_dir(model_dir, "transformer")
+    component_dir(model_dir, "vocabulary")  # the transformer's centroids live there
+    transformer = XLxmertForPreTraining.from_pretrained(model_dir).eval()
+    return tokenizer, transformer
+
+
+def load_vocabulary(model_dir: str | Path) -> VisualVocabulary:
+    """The ``vocabulary/`` component of a model folder."""
+    return VisualVocabulary.from_pretrained(component_dir(model_dir, "vocabulary"))
+
+
+def tokenize_texts(
+    tokenizer: TextTokenizer, texts: Sequence[str], max_length: int, what: str = "caption"
+) -> TokenizedText:
+    """Tokenise ``texts`` for a model reading at most ``max_length`` tokens.
+
+    An empty (or blank) text is an :class:`XLXMERTError`; a text longer than the limit is truncated
+    and a ``UserWarning`` says so (the CLI prints it on stderr).
+    """
+    if isinstance(texts, str):
+        texts = [texts]
+    if not texts:
+        raise XLXMERTError(f"no {what}s given")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip():
+            raise XLXMERTError(f"{what} {i + 1} is empty; give some words")
+    tokens = tokenizer(list(texts), max_length=max_length)
+    for i, cut in enumerate(tokens.truncated):
+        if cut:
+            kept = tokenizer.decode(tokens.input_ids[i])
+            warnings.warn(
+                f"{what} {i + 1} is longer than the model's limit of {max_length - 2} word pieces; "
+                f"truncated to: {kept!r}",
+                UserWarning,
+                stacklevel=3,
+            )
+    return tokens
+
+
+def images_to_tensor(images: Sequence[ImageInput] | ImageInput, size: int) -> torch.Tensor:
+    """``FloatTensor[B, 3, size, size] in [-1, 1]`` from PIL images or image paths (resized)."""
+    if isinstance(images, (Image.Image, str, Path)):
+        images = [images]
+    if not images:
+        raise XLXMERTError("no images given")
+    tensors = []
+    for img in images:
+        if not isinstance(img, Image.Image):
+            img = load_image(img, size=size)
+        elif img.size != (size, size) or img.mode != "RGB":
+            img = img.convert("RGB").resize((size, size), Image.BICUBIC)
+        tensors.append(pil_to_tensor(img))
+    return torch.stack(tensors)
+
+
+class ImageEncoder:
+    """Images → what the transformer reads: the grid features of the model's backbone and, for
+    X-LXMERT, their nearest visual words in the model's vocabulary.
+
+    ``vocabulary.assign(features [..., D]) -> LongTensor[...]`` gives the nearest visual words.
+    """
+
+    def __init__(self, extractor: GridFeatureExtractor, vocabulary: VisualVocabulary) -> None:
+        self.extractor = extractor
+        self.vocabulary = vocabulary
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | Path, grid_size: int) -> ImageEncoder:
+        extractor = GridFeatureExtractor.from_pretrained(
+            component_dir(model_dir, "backbone"), grid_size=grid_size
+        )
+        return cls(extractor, load_vocabulary(model_dir))
+
+    @torch.no_grad()
+    def __call__(self, images: Sequence[ImageInput] | ImageInput) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(features: FloatTensor[B, M, D], ids: LongTensor[B, M])``, cells row-major."""
+        pixels = images_to_tensor(images, self.extractor.image_size)
+        grid = self.extractor(pixels)  # [B, N, N, D]
+        feats = grid.reshape(grid.shape[0], -1, grid.shape[-1]).float()
+        return feats, self.vocabulary.assign(feats).long()
+
+    def save_pretrained(self, model_dir: str | Path) -> None:
+        self.extractor.save_pretrained(Path(model_dir) / "backbone")
+        self.vocabulary.save_pretrained(Path(model_dir) / "vocabulary")
+
+
+def visual_inputs(transformer: XLxmertForPreTraining, feats: torch.Tensor, ids: torch.Tensor) -> dict:
+    """Keyword arguments for the transformer's visual input: exact features for LXMERT+Grid,
+    visual-word ids for X-LXMERT."""
+    if transformer.config.variant == "lxmert-grid":
+        return {"visual_feats": feats}
+    return {"visual_ids": ids}

@@ -1,0 +1,187 @@
+"""PaintPipeline: captions → visual words (a sampler) → grid features → generator → images.
+
+X-LXMERT (paper §5.2): the sampler fills the N×N grid with visual-word ids, the vocabulary turns
+them into centroid features ``[B, D, N, N]`` and the SPADE generator paints them.
+
+LXMERT+Grid (paper §4, the probe that shows why LXMERT cannot paint): a regression model has no
+ids, so the same schedules write its regressed *features* into the masked cells and the same
+generator turns those features into an image.
+
+Text once, not K times: LXMERT's language layers never see the visual stream, so each caption is
+encoded once (``encode_text``) and that encoding is reused at every sampling step
+(``use_text_cache=False`` recomputes it each step, for the benchmark and the equality test).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from xlxmert.data.images import tensor_to_pil
+from xlxmert.data.tokenizer import TextTokenizer
+from xlxmert.errors import XLXMERTError
+from xlxmert.models.generator import SpadeGenerator
+from xlxmert.models.transformer import XLxmertForPreTraining
+from xlxmert.pipelines.common import load_tokenizer_and_transformer, load_vocabulary, tokenize_texts
+from xlxmert.sampling.visual import VisualSampler, get_sampler
+from xlxmert.utils.model_folder import component_dir, update_model_index
+from xlxmert.utils.seeding import torch_generator
+from xlxmert.visual.vocabulary import VisualVocabulary
+
+
+@dataclass
+class PaintOutput:
+    """``images``: one PIL image per caption. ``ids``: LongTensor[B, M] visual words (None for
+    LXMERT+Grid, which paints ``features``: FloatTensor[B, M, D]). ``intermediates``: per caption,
+    one PIL image per sampling step (None unless asked for; the paper's Fig. 4 strip)."""
+
+    images: list[Image.Image]
+    ids: torch.Tensor | None
+    features: torch.Tensor
+    intermediates: list[list[Image.Image]] | None = None
+
+
+class PaintPipeline:
+    """Text-to-image with X-LXMERT (or the LXMERT+Grid probe).
+
+    Components: ``tokenizer`` (TextTokenizer), ``transformer`` (XLxmertForPreTraining),
+    ``vocabulary`` (``lookup(ids [..]) -> [.., D]``; unused by LXMERT+Grid) and ``generator``
+    (SpadeGenerator).
+    """
+
+    def __init__(
+        self,
+        tokenizer: TextTokenizer,
+        transformer: XLxmertForPreTraining,
+        vocabulary: VisualVocabulary,
+        generator: SpadeGenerator,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.transformer = transformer.eval()
+        self.vocabulary = vocabulary
+        self.generator = generator.eval()
+        cfg = transformer.config
+        gcfg = generator.config
+        if (gcfg.input_dim, gcfg.grid_size) != (cfg.feature_dim, cfg.grid_size):
+            raise XLXMERTError(
+                f"generator reads {gcfg.grid_size}x{gcfg.grid_size}x{gcfg.input_dim} features but the "
+                f"transformer paints {cfg.grid_size}x{cfg.grid_size}x{cfg.feature_dim}; "
+                "train the generator on this vocabulary"
+            )
+
+    @property
+    def paints_features(self) -> bool:
+        """True for a regression model (LXMERT+Grid): it writes features, not ids, into the grid."""
+        return self.transformer.config.visual_target == "regression"
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | Path) -> PaintPipeline:
+        """Load a model folder (``tokenizer/``, ``transformer/``, ``vocabulary/``, ``generator/``)."""
+        tokenizer, transformer = load_tokenizer_and_transformer(model_dir)
+        generator = SpadeGenerator.from_pretrained(component_dir(model_dir, "generator"))
+        return cls(tokenizer, transformer, load_vocabulary(model_dir), generator)
+
+    def save_pretrained(self, model_dir: str | Path) -> Path:
+        """Write the four components into ``model_dir`` and update ``model_index.json``."""
+        model_dir = Path(model_dir)
+        self.tokenizer.save_pretrained(model_dir / "tokenizer")
+        self.vocabulary.save_pretrained(model_dir / "vocabulary")
+        self.generator.save_pretrained(model_dir / "generator")
+        self.transformer.save_pretrained(model_dir)
+        update_model_index(model_dir)
+        return model_dir
+
+    # -- sampling ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(
+        self,
+        captions: Sequence[str],
+        sampler: VisualSampler,
+        seed: int = 0,
+        return_intermediates: bool = False,
+        use_text_cache: bool = True,
+    ):
+        """Run ``sampler`` for ``captions``: a ``SamplerOutput`` (ids) or, for LXMERT+Grid, a
+        ``FeatureSamplerOutput`` (features). Each caption draws from its own generator seeded with
+        ``seed``, so a caption's result does not depend on the rest of the batch."""
+        cfg = self.transformer.config
+        tokens = tokenize_texts(self.tokenizer, captions, cfg.max_text_length)
+        batch = tokens.input_ids.shape[0]
+        model = self.transformer
+        if use_text_cache:
+            encoding = model.encode_text(tokens.input_ids, tokens.attention_mask)
+        gens = [torch_generator(seed) for _ in range(batch)]
+        key = "visual_feats" if self.paints_features else "visual_ids"
+
+        def predict(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            visual = {key: values, "visual_mask": mask}
+            if use_text_cache:
+                out = model(None, None, text_encoding=encoding, **visual)
+            else:  # naive: the language layers run again at every step
+                out = model(tokens.input_ids, tokens.attention_mask, **visual)
+            return out.visual_regression if self.paints_features else out.visual_logits
+
+        if self.paints_features:
+            return sampler.sample_features(
+                predict, batch, cfg.num_cells, cfg.feature_dim, gens, return_intermediates
+            )
+        return sampler.sample(predict, batch, cfg.num_cells, gens, return_intermediates)
+
+    @torch.no_grad()
+    def decode(self, values: torch.Tensor, seed: int = 0, noise: bool | None = None) -> list[Image.Image]:
+        """Images from ``ids: LongTensor[B, M]`` or ``features: FloatTensor[B, M, D]``.
+
+        Each image is painted on its own with a generator seeded by ``seed`` (the generator's noise
+        then does not depend on the batch); ``noise`` overrides the generator config's switch.
+        """
+        feats = values.float() if values.dim() == 3 else self.vocabulary.lookup(values).float()
+        n = self.transformer.config.grid_size
+        grid = feats.reshape(feats.shape[0], n, n, feats.shape[-1]).permute(0, 3, 1, 2).contiguous()
+        images = [
+            self.generator(grid[b : b + 1], noise=noise, generator=torch_generator(seed))
+            for b in range(len(grid))
+        ]
+        return tensor_to_pil(torch.cat(images))
+
+    def __call__(
+        self,
+        captions: Sequence[str] | str,
+        sampler: str | VisualSampler = "mask-predict",
+        steps: int | None = None,
+        seed: int = 0,
+        temperature: float = 0.0,
+        anneal: bool = False,
+        top_k: int | None = None,
+        return_intermediates: bool = False,
+        use_text_cache: bool = True,
+        noise: bool | None = None,
+    ) -> PaintOutput:
+        """Paint one image per caption.
+
+        ``sampler``: a name (``tl-br``, ``random``, ``easy-first``, ``mask-predict``) or a
+        :class:`VisualSampler`; ``steps`` (None: the sampler's default, Mask-Predict-4),
+        ``temperature`` (0: argmax, the paper), ``anneal``, ``top_k`` configure a named sampler.
+        ``return_intermediates``: also decode the grid after every step into an image.
+        Raises :class:`XLXMERTError` for an empty caption; warns when a caption is truncated.
+        """
+        if isinstance(captions, str):
+            captions = [captions]
+        if isinstance(sampler, str):
+            sampler = get_sampler(sampler, steps=steps, temperature=temperature, anneal=anneal, top_k=top_k)
+        out = self.sample(captions, sampler, seed, return_intermediates, use_text_cache)
+        values = out.features if self.paints_features else out.ids
+        images = self.decode(values, seed, noise)
+        strips = None
+        if return_intermediates:
+            per_step = [self.decode(step_values, seed, noise) for step_values in out.intermediates]
+            strips = [[step_images[b] for step_images in per_step] for b in range(len(images))]
+        return PaintOutput(
+            images=images,
+            ids=None if self.paints_features else out.ids,
+            features=out.features if self.paints_features else self.vocabulary.lookup(out.ids).float(),
+            intermediates=strips,
+        )
