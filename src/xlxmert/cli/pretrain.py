@@ -1,0 +1,110 @@
+"""``xlxmert pretrain``: pretrain X-LXMERT (or the LXMERT+Grid baseline) into a model folder."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from xlxmert.models.transformer import XLxmertConfig
+    from xlxmert.training.pretrain import PretrainConfig, pretrain
+
+    model_overrides = {"variant": args.variant}
+    if args.visual_target is not None:
+        model_overrides["visual_target"] = args.visual_target
+    elif args.variant == "lxmert-grid":
+        model_overrides["visual_target"] = "regression"  # LXMERT+Grid's MVFR by default
+    model_config = XLxmertConfig.from_preset(args.preset, **model_overrides)
+
+    overrides = {
+        name: getattr(args, name)
+        for name in (
+            "steps",
+            "batch_size",
+            "lr",
+            "mask_prob",
+            "ccc_data",
+            "task_choice",
+            "seed",
+            "checkpoint_every",
+            "eval_every",
+            "eval_samples",
+            "split",
+        )
+        if getattr(args, name) is not None
+    }
+    if args.visual_masking is not None:
+        overrides["visual_masking"] = args.visual_masking
+    elif args.variant == "lxmert-grid":
+        overrides["visual_masking"] = "bernoulli"  # the baseline masks like LXMERT
+    if args.bf16:
+        overrides["mixed_precision"] = "bf16"
+    if args.no_qa:
+        overrides["qa"] = False
+    train_config = PretrainConfig.from_preset(args.preset, **overrides)
+    model = pretrain(
+        args.data,
+        args.vocab,
+        args.tokenizer,
+        args.out,
+        model_config,
+        train_config,
+        features_dir=args.features,
+        progress=not args.quiet,
+    )
+    print(
+        f"wrote {args.out} ({model.config.variant}, "
+        f"{model.num_parameters() / 1e6:.1f}M trainable parameters, "
+        f"{train_config.steps} steps; metrics in {args.out}/metrics.csv)"
+    )
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "pretrain",
+        help="pretrain the transformer (X-LXMERT or LXMERT+Grid)",
+        description=(
+            "Pretrain on DATA/SPLIT with the visual words of VOCAB and write the model folder RUN "
+            "(transformer/, tokenizer/, vocabulary/, backbone/, checkpoints/, metrics.csv). "
+            "Rerun the same command to resume after an interruption."
+        ),
+    )
+    p.add_argument(
+        "--preset", default="shapes-64", choices=("shapes-64", "paper"), help="sizes (default shapes-64)"
+    )
+    p.add_argument("--data", required=True, help="data root holding SPLIT/captions_SPLIT.json")
+    p.add_argument("--vocab", required=True, help="visual vocabulary folder (xlxmert vocab build + assign)")
+    p.add_argument("--tokenizer", required=True, help="tokenizer folder (TextTokenizer.save_pretrained)")
+    p.add_argument("--out", required=True, help="run folder; becomes a model folder")
+    p.add_argument("--split", default=None, help="training split (default train)")
+    p.add_argument("--variant", default="x-lxmert", choices=("x-lxmert", "lxmert-grid"))
+    p.add_argument("--features", default=None, help="feature store of the split (required for lxmert-grid)")
+    p.add_argument(
+        "--visual-target",
+        default=None,
+        choices=("clusters", "regression"),
+        help="CCC or MVFR (default: clusters for x-lxmert, regression for lxmert-grid)",
+    )
+    p.add_argument(
+        "--visual-masking",
+        default=None,
+        choices=("uniform", "bernoulli"),
+        help="default: uniform for x-lxmert, bernoulli for lxmert-grid",
+    )
+    p.add_argument(
+        "--mask-prob", type=float, default=None, help="Bernoulli and BERT masking rate (default 0.15)"
+    )
+    p.add_argument("--ccc-data", default=None, choices=("captions", "all"), help="texts for visual masking")
+    p.add_argument("--task-choice", default=None, choices=("cycle", "random"), help="task per batch")
+    p.add_argument("--no-qa", action="store_true", help="do not use VQA questions (no QA loss)")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None, help="per process")
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--bf16", action="store_true", help="bf16 mixed precision")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--checkpoint-every", type=int, default=None)
+    p.add_argument("--eval-every", type=int, default=None)
+    p.add_argument("--eval-samples", type=int, default=None, help="validation captions (default 256)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_pretrain)

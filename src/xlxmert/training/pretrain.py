@@ -1,0 +1,780 @@
+"""Pretraining X-LXMERT (and the LXMERT+Grid baseline): paper §5, C.5.
+
+One task per batch (C.5): **visual masking** (text intact; CCC, or MVFR regression for the
+baseline), **word masking** (image intact; MLM) or **matching** (nothing masked; half of the texts
+swapped for another image's; ITM, plus the VQA soft-score QA loss on matched question pairs). The
+task cycles (``task_choice="cycle"``) or is drawn uniformly (``"random"``, the paper's wording).
+
+Exact resume: every random draw of step ``s`` (batch masks, swaps, task, dropout) comes from a
+seed derived from ``(seed, s, rank)``, and the data position is a cursor per example pool into
+epoch permutations seeded by ``(seed, pool, epoch)``. The step number therefore *is* the RNG
+state: a checkpoint holds the model, optimiser, scheduler, step and cursors, and a resumed run
+repeats the uninterrupted one's losses bit for bit (on any number of processes).
+
+Runs on one CPU process by default; under ``accelerate launch`` (GPUs) or ``torchrun`` (CPUs, gloo)
+each process takes its slice of the global batch (``batch_size`` is per process).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from xlxmert.data.datasets import AnswerVocabulary, CocoCaptions, VQADataset
+from xlxmert.errors import XLXMERTError
+from xlxmert.models.masking import (
+    bernoulli_visual_mask,
+    fixed_ratio_visual_mask,
+    mask_text_tokens,
+    uniform_visual_mask,
+)
+from xlxmert.models.transformer import (
+    XLxmertConfig,
+    XLxmertForPreTraining,
+    grid_size_of,
+    load_centroids,
+)
+from xlxmert.utils.config import config_to_dict, save_config
+from xlxmert.utils.model_folder import copy_component, update_model_index
+
+TASKS = ("visual", "text", "match")
+EVAL_MASK_RATIOS = (0.15, 0.5, 1.0)
+CHECKPOINT_DIR = "checkpoints"
+METRICS_FILE = "metrics.csv"
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Optimisation and the paper's ablation switches (Table 3).
+
+    ``batch_size`` is per process. ``visual_masking``: ``"uniform"`` (X-LXMERT) or ``"bernoulli"``
+    (LXMERT, rate ``mask_prob``). ``ccc_data``: texts the visual-masking task pairs with images,
+    ``"captions"`` only (X-LXMERT's "updated pre-training data") or ``"all"`` (questions too).
+    ``task_choice``: ``"cycle"`` or ``"random"``. ``qa``: load VQA questions (used as texts by the
+    text/matching tasks and for the QA loss). ``answer_min_count``: answers kept for the QA head.
+    ``mixed_precision``: ``"no"``, ``"bf16"`` or ``"fp16"`` (Accelerate).
+    """
+
+    steps: int
+    batch_size: int
+    lr: float
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.05
+    visual_masking: str = "uniform"
+    mask_prob: float = 0.15
+    ccc_data: str = "captions"
+    task_choice: str = "cycle"
+    qa: bool = True
+    answer_min_count: int = 1
+    checkpoint_every: int = 500
+    eval_every: int = 500
+    eval_samples: int = 256
+    keep_checkpoints: int = 2
+    seed: int = 0
+    mixed_precision: str = "no"
+    split: str = "train"
+    val_split: str = "val"
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        # C.5: 20 epochs of ~9.2M sentences at batch 920 (4 GPUs × 230), lr 1e-5, fp16 (Apex O1).
+        "paper": dict(
+            steps=200_000,
+            batch_size=230,
+            lr=1e-5,
+            answer_min_count=9,
+            checkpoint_every=5000,
+            eval_every=5000,
+            mixed_precision="fp16",
+        ),
+        # From scratch on ShapeScenes on a CPU: a smaller model tolerates (and needs) a larger lr.
+        "shapes-64": dict(steps=3000, batch_size=64, lr=3e-4, checkpoint_every=250, eval_every=250),
+    }
+
+    def __post_init__(self) -> None:
+        checks = {
+            "visual_masking": ("uniform", "bernoulli"),
+            "ccc_data": ("captions", "all"),
+            "task_choice": ("cycle", "random"),
+            "mixed_precision": ("no", "bf16", "fp16"),
+        }
+        for name, allowed in checks.items():
+            if getattr(self, name) not in allowed:
+                raise XLXMERTError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.steps < 1 or self.batch_size < 1:
+            raise XLXMERTError(
+                f"steps and batch_size must be positive, got {self.steps} and {self.batch_size}"
+            )
+        if not 0.0 < self.mask_prob <= 1.0:
+            raise XLXMERTError(f"mask_prob must be in (0, 1], got {self.mask_prob}")
+        if self.checkpoint_every < 1 or self.eval_every < 1:
+            raise XLXMERTError("checkpoint_every and eval_every must be at least 1")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> PretrainConfig:
+        if name not in cls.PRESETS:
+            raise XLXMERTError(f"unknown pretraining preset {name!r}; choose one of {sorted(cls.PRESETS)}")
+        return cls(**{**cls.PRESETS[name], **overrides})
+
+
+# -- data ----------------------------------------------------------------------------------------
+@dataclass
+class PretrainData:
+    """Texts paired with image rows of one split.
+
+    ``texts[i]`` describes image row ``rows[i]``; ``is_question[i]`` marks VQA questions, whose
+    soft-score target (over ``answers``) is ``qa_targets[i]`` (sparse: answer index → score).
+    ``visual_ids: LongTensor[num_images, M]``; ``features: ndarray float16 [num_images, N, N, D]``
+    or None.
+    """
+
+    texts: list[str]
+    rows: np.ndarray
+    is_question: np.ndarray
+    qa_targets: list[dict[int, float]]
+    visual_ids: torch.Tensor
+    features: np.ndarray | None
+
+    def pool(self, captions_only: bool) -> np.ndarray:
+        """Indices of the examples a task draws from."""
+        return np.flatnonzero(~self.is_question) if captions_only else np.arange(len(self.texts))
+
+
+def _image_rows(vocab_dir: Path, split: str) -> tuple[torch.Tensor, dict[int, int]]:
+    ids_path, index_path = vocab_dir / "ids" / f"{split}.npy", vocab_dir / "ids" / f"{split}.json"
+    if not ids_path.is_file() or not index_path.is_file():
+        raise XLXMERTError(
+            f"no visual ids for split {split!r} in {vocab_dir / 'ids'}; "
+            "run `xlxmert vocab assign` for it first"
+        )
+    ids = np.load(ids_path)
+    image_ids = json.loads(index_path.read_text())
+    if isinstance(image_ids, dict):
+        image_ids = image_ids.get("image_ids", [])
+    if len(image_ids) != ids.shape[0]:
+        raise XLXMERTError(
+            f"{index_path} lists {len(image_ids)} images but {ids_path} has {ids.shape[0]} rows"
+        )
+    return torch.from_numpy(ids.astype(np.int64)), {int(i): r for r, i in enumerate(image_ids)}
+
+
+def load_pretrain_data(
+    data_root: str | Path,
+    vocab_dir: str | Path,
+    split: str,
+    answers: AnswerVocabulary | None,
+    features_dir: str | Path | None = None,
+) -> PretrainData:
+    """Captions (and, with ``answers``, VQA questions) of ``data_root/split`` with the split's
+    visual ids from ``vocab_dir/ids/`` (and exact features from ``features_dir``)."""
+    split_dir = Path(data_root) / split
+    captions_path = split_dir / f"captions_{split}.json"
+    if not captions_path.is_file():
+        raise XLXMERTError(
+            f"no {captions_path.name} in {split_dir}; write the split with `xlxmert data shapes`"
+        )
+    visual_ids, row_of = _image_rows(Path(vocab_dir), split)
+    captions = CocoCaptions(captions_path)
+    missing = sorted({c["image_id"] for c in captions} - set(row_of))
+    if missing:
+        raise XLXMERTError(
+            f"{len(missing)} images of {captions_path.name} have no visual ids (e.g. {missing[0]}); "
+            f"rerun `xlxmert vocab assign` on split {split!r}"
+        )
+    texts = [c["caption"] for c in captions]
+    rows = [row_of[c["image_id"]] for c in captions]
+    is_question = [False] * len(texts)
+    qa_targets: list[dict[int, float]] = [{} for _ in texts]
+    questions_path = split_dir / f"questions_{split}.json"
+    if answers is not None and questions_path.is_file():
+        vqa = VQADataset(questions_path, split_dir / f"annotations_{split}.json", answers, image_index=row_of)
+        for item in vqa.items:
+            target = vqa.target(item["answers"])
+            texts.append(item["question"])
+            rows.append(item["image_row"])
+            is_question.append(True)
+            qa_targets.append({int(i): float(target[i]) for i in target.nonzero().flatten()})
+    features = None
+    if features_dir is not None:
+        from xlxmert.visual.store import FeatureStore
+
+        store = FeatureStore.open(features_dir)
+        # The store's rows may be ordered differently from the vocabulary's ids: reorder once.
+        order = {int(i): r for r, i in enumerate(store.image_ids)}
+        absent = [i for i in row_of if i not in order]
+        if absent:
+            raise XLXMERTError(f"{features_dir} lacks features of {len(absent)} images of split {split!r}")
+        by_row = sorted(row_of, key=row_of.get)
+        features = np.asarray(store.features[[order[i] for i in by_row]])
+        if store.grid_size**2 != visual_ids.shape[1]:
+            raise XLXMERTError(
+                f"{features_dir} has a {store.grid_size}×{store.grid_size} grid; the ids do not match"
+            )
+    return PretrainData(
+        texts=texts,
+        rows=np.asarray(rows, dtype=np.int64),
+        is_question=np.asarray(is_question, dtype=bool),
+        qa_targets=qa_targets,
+        visual_ids=visual_ids,
+        features=features,
+    )
+
+
+def _seed_of(*parts: int) -> int:
+    """A 63-bit seed from integers (stable across processes and runs)."""
+    return int(
+        np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1)
+    )
+
+
+class EpochStream:
+    """Endless stream of a pool's indices: one seeded permutation per epoch; ``cursor`` = items taken."""
+
+    def __init__(self, pool: np.ndarray, seed: int, pool_id: int, cursor: int = 0) -> None:
+        if len(pool) == 0:
+            raise XLXMERTError("an example pool is empty: the split has no captions for this task")
+        self.pool, self.seed, self.pool_id, self.cursor = pool, seed, pool_id, cursor
+
+    def take(self, n: int) -> np.ndarray:
+        out = []
+        while n > 0:
+            epoch, offset = divmod(self.cursor, len(self.pool))
+            perm = np.random.default_rng(_seed_of(self.seed, self.pool_id, epoch)).permutation(len(self.pool))
+            chunk = perm[offset : offset + n]
+            out.append(self.pool[chunk])
+            self.cursor += len(chunk)
+            n -= len(chunk)
+        return np.concatenate(out)
+
+
+# -- one batch --------------------------------------------------------------------------------------
+@dataclass
+class Batch:
+    """Tensors of one task's batch (B examples; L text length; M cells)."""
+
+    task: str
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    visual_ids: torch.Tensor
+    visual_feats: torch.Tensor | None
+    visual_mask: torch.Tensor | None = None
+    mlm_labels: torch.Tensor | None = None
+    itm_labels: torch.Tensor | None = None
+    qa_targets: torch.Tensor | None = None
+    qa_rows: torch.Tensor | None = None
+
+
+def _swap_texts(
+    data: PretrainData, examples: np.ndarray, gen: torch.Generator
+) -> tuple[np.ndarray, torch.Tensor]:
+    """Replace half the texts (each with probability 0.5) by a text of another image.
+
+    Returns (indices of the texts to use, ``itm_labels: LongTensor[B]`` with 1 = matched)."""
+    swap = torch.rand(len(examples), generator=gen) < 0.5
+    texts = examples.copy()
+    for b in np.flatnonzero(swap.numpy()):
+        for _ in range(16):
+            j = int(torch.randint(len(data.texts), (1,), generator=gen))
+            if data.rows[j] != data.rows[examples[b]]:
+                texts[b] = j
+                break
+        else:
+            swap[b] = False  # one-image split: nothing to swap with
+    return texts, (~swap).long()
+
+
+def make_batch(
+    task: str,
+    examples: np.ndarray,
+    data: PretrainData,
+    tokenizer: Any,
+    config: PretrainConfig,
+    num_cells: int,
+    num_answers: int,
+    gen: torch.Generator,
+) -> Batch:
+    """The batch of ``task`` for dataset rows ``examples: int[B]``; every draw comes from ``gen``."""
+    text_index, itm_labels = examples, None
+    if task == "match":
+        text_index, itm_labels = _swap_texts(data, examples, gen)
+    tok = tokenizer([data.texts[i] for i in text_index])
+    rows = torch.from_numpy(data.rows[examples])
+    feats = (
+        None if data.features is None else torch.from_numpy(data.features[rows.numpy()].astype(np.float32))
+    )
+    batch = Batch(
+        task=task,
+        input_ids=tok.input_ids,
+        attention_mask=tok.attention_mask,
+        visual_ids=data.visual_ids[rows],
+        visual_feats=None if feats is None else feats.reshape(len(examples), num_cells, -1),
+        itm_labels=itm_labels,
+    )
+    B = len(examples)
+    if task == "visual":
+        if config.visual_masking == "uniform":
+            batch.visual_mask = uniform_visual_mask(B, num_cells, gen)
+        else:
+            batch.visual_mask = bernoulli_visual_mask(B, num_cells, config.mask_prob, gen)
+    elif task == "text":
+        batch.input_ids, batch.mlm_labels = mask_text_tokens(
+            tok.input_ids,
+            tok.attention_mask,
+            tokenizer.special_ids,
+            tokenizer.vocab_size,
+            tokenizer.mask_id,
+            gen,
+            p=config.mask_prob,
+        )
+    else:
+        matched_questions = [b for b in range(B) if itm_labels[b] == 1 and data.is_question[examples[b]]]
+        target = torch.zeros(len(matched_questions), num_answers)
+        for k, b in enumerate(matched_questions):
+            for a, score in data.qa_targets[examples[b]].items():
+                target[k, a] = score
+        batch.qa_rows = torch.tensor(matched_questions, dtype=torch.long)
+        batch.qa_targets = target
+    return batch
+
+
+def batch_losses(model: torch.nn.Module, batch: Batch, config: XLxmertConfig) -> dict[str, torch.Tensor]:
+    """Losses of one batch, by name (``ccc`` / ``mvfr``, ``mlm``, ``itm``, ``qa``)."""
+    feats = batch.visual_feats if config.variant == "lxmert-grid" else None
+    out = model(
+        batch.input_ids,
+        batch.attention_mask,
+        visual_ids=batch.visual_ids,
+        visual_feats=feats,
+        visual_mask=batch.visual_mask,
+    )
+    losses: dict[str, torch.Tensor] = {}
+    if batch.task == "visual":
+        mask = batch.visual_mask
+        if config.visual_target == "clusters":
+            logits = out.visual_logits.float()
+            losses["ccc"] = (
+                F.cross_entropy(logits[mask], batch.visual_ids[mask]) if mask.any() else logits.sum() * 0
+            )
+        else:
+            losses["mvfr"] = masked_feature_regression_loss(
+                out.visual_regression.float(), _regression_target(model, batch, config), mask
+            )
+    elif batch.task == "text":
+        logits = out.mlm_logits.float()
+        losses["mlm"] = (
+            F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), batch.mlm_labels.reshape(-1), ignore_index=-100
+            )
+            if (batch.mlm_labels >= 0).any()
+            else logits.sum() * 0
+        )
+    else:
+        losses["itm"] = F.cross_entropy(out.itm_logits.float(), batch.itm_labels)
+        if batch.qa_rows is not None and len(batch.qa_rows):
+            qa_logits = out.qa_logits.float()[batch.qa_rows]
+            # VQA soft scores with BCE, summed over answers and averaged over questions (LXMERT's
+            # mean × num_answers).
+            losses["qa"] = F.binary_cross_entropy_with_logits(
+                qa_logits, batch.qa_targets, reduction="sum"
+            ) / len(batch.qa_rows)
+    # Every head's output joins the graph with weight 0, so each step gives every head a gradient
+    # (zero where its task is idle): DDP then reduces the same parameters on every process, and one
+    # process and several train identically.
+    heads = (out.mlm_logits, out.visual_logits, out.visual_regression, out.itm_logits, out.qa_logits)
+    anchor = sum(h.float().sum() for h in heads if h is not None) * 0.0
+    first = next(iter(losses))
+    losses[first] = losses[first] + anchor
+    return losses
+
+
+def _regression_target(model: torch.nn.Module, batch: Batch, config: XLxmertConfig) -> torch.Tensor:
+    """Exact features when the batch carries them, else the centroid features of the ids."""
+    if batch.visual_feats is not None:
+        return batch.visual_feats
+    inner = model.module if hasattr(model, "module") else model
+    return inner.centroids[batch.visual_ids]
+
+
+def masked_feature_regression_loss(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """MVFR: SmoothL1 averaged over feature dims, then over masked cells, then over the batch.
+
+    ``pred, target: FloatTensor[B, M, D]``; ``mask: BoolTensor[B, M]``. Rows without a masked cell
+    do not count (Bernoulli masking can leave a row untouched)."""
+    per_cell = F.smooth_l1_loss(pred, target, reduction="none").mean(-1)
+    counts = mask.sum(1)
+    per_row = (per_cell * mask).sum(1) / counts.clamp(min=1)
+    has = counts > 0
+    return per_row[has].mean() if has.any() else pred.sum() * 0
+
+
+# -- evaluation ------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate(
+    model: XLxmertForPreTraining,
+    data: PretrainData,
+    tokenizer: Any,
+    examples: np.ndarray,
+    batch_size: int,
+    seed: int,
+    majority_cluster: int | None = None,
+) -> dict[str, float]:
+    """Validation metrics on caption examples ``examples``: MLM accuracy, CCC top-1/top-5 at mask
+    ratios 0.15/0.5/1.0 (or MVFR loss for the regression target), ITM accuracy. Deterministic in
+    ``seed``. ``majority_cluster``: also report the top-1 of always predicting that cluster."""
+    was_training = model.training
+    model.eval()
+    cfg = model.config
+    M = cfg.num_cells
+    gen = torch.Generator().manual_seed(seed)
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+
+    def add(name: str, value: float, n: float) -> None:
+        sums[name] = sums.get(name, 0.0) + value
+        counts[name] = counts.get(name, 0.0) + n
+
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start : start + batch_size]
+        B = len(chunk)
+        tok = tokenizer([data.texts[i] for i in chunk])
+        rows = data.rows[chunk]
+        ids = data.visual_ids[torch.from_numpy(rows)]
+        feats = None
+        if data.features is not None:
+            feats = torch.from_numpy(data.features[rows].astype(np.float32)).reshape(B, M, -1)
+        model_feats = feats if cfg.variant == "lxmert-grid" else None
+        enc = model.encode_text(tok.input_ids, tok.attention_mask)
+        for ratio in EVAL_MASK_RATIOS:
+            mask = fixed_ratio_visual_mask(B, M, ratio, gen)
+            out = model.predict_visual(enc, ids, mask, visual_feats=model_feats)
+            if cfg.visual_target == "clusters":
+                target = ids[mask]
+                top5 = out[mask].topk(min(5, out.shape[-1]), dim=-1).indices
+                add(f"ccc_top1@{ratio}", float((top5[:, 0] == target).sum()), len(target))
+                add(f"ccc_top5@{ratio}", float((top5 == target[:, None]).any(1).sum()), len(target))
+                if majority_cluster is not None:
+                    add(f"ccc_majority_top1@{ratio}", float((target == majority_cluster).sum()), len(target))
+            else:
+                target = feats if feats is not None else model.centroids[ids]
+                add(f"mvfr@{ratio}", float(masked_feature_regression_loss(out, target, mask)) * B, B)
+        masked_ids, labels = mask_text_tokens(
+            tok.input_ids,
+            tok.attention_mask,
+            tokenizer.special_ids,
+            tokenizer.vocab_size,
+            tokenizer.mask_id,
+            gen,
+        )
+        out = model(masked_ids, tok.attention_mask, visual_ids=ids, visual_feats=model_feats)
+        chosen = labels >= 0
+        add(
+            "mlm_acc", float((out.mlm_logits.argmax(-1)[chosen] == labels[chosen]).sum()), float(chosen.sum())
+        )
+        text_index, itm_labels = _swap_texts(data, chunk, gen)
+        tok2 = tokenizer([data.texts[i] for i in text_index])
+        out = model(tok2.input_ids, tok2.attention_mask, visual_ids=ids, visual_feats=model_feats)
+        add("itm_acc", float((out.itm_logits.argmax(-1) == itm_labels).sum()), B)
+    model.train(was_training)
+    return {k: sums[k] / max(counts[k], 1.0) for k in sums}
+
+
+# -- the loop --------------------------------------------------------------------------------------
+def linear_warmup_decay(steps: int, warmup_ratio: float):
+    """LR factor of update ``s`` (0-based): linear warm-up over ``warmup_ratio·steps`` updates, then
+    linear decay to 0 at ``steps`` (paper C.5)."""
+    warmup = max(1, int(round(warmup_ratio * steps)))
+
+    def factor(s: int) -> float:
+        if s < warmup:
+            return (s + 1) / warmup
+        return max(0.0, (steps - s) / max(1, steps - warmup))
+
+    return factor
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    # BERT's recipe: no decay on biases and LayerNorm weights (nor on the mask feature).
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _task_of(step: int, config: PretrainConfig) -> str:
+    if config.task_choice == "cycle":
+        return TASKS[step % len(TASKS)]
+    return TASKS[int(np.random.default_rng(_seed_of(config.seed, step, 7)).integers(len(TASKS)))]
+
+
+def _checkpoints(out: Path) -> list[Path]:
+    return sorted((out / CHECKPOINT_DIR).glob("step_*.pt"))
+
+
+def _comparable(cfg: PretrainConfig) -> dict[str, Any]:
+    keep = config_to_dict(cfg)
+    for name in ("steps", "checkpoint_every", "eval_every", "eval_samples", "keep_checkpoints"):
+        keep.pop(name)
+    return keep
+
+
+class MetricsLog:
+    """``out/metrics.csv`` (columns step, split, metric, value), plus TensorBoard when installed."""
+
+    def __init__(self, out: Path, resume_step: int, enabled: bool) -> None:
+        self.path = out / METRICS_FILE
+        self.enabled = enabled
+        self.writer = None
+        if not enabled:
+            return
+        if self.path.is_file():
+            # Rows logged after the checkpoint we resume from would be repeated: drop them.
+            with self.path.open() as f:
+                rows = [r for r in csv.reader(f)][1:]
+            rows = [r for r in rows if int(r[0]) <= resume_step]
+        else:
+            rows = []
+        with self.path.open("w", newline="") as f:
+            csv.writer(f).writerows([["step", "split", "metric", "value"], *rows])
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(out / "tensorboard"), purge_step=resume_step + 1)
+        except ImportError:
+            self.writer = None
+
+    def log(self, step: int, split: str, metrics: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a", newline="") as f:
+            csv.writer(f).writerows([[step, split, k, f"{v:.9g}"] for k, v in metrics.items()])
+        if self.writer is not None:
+            for k, v in metrics.items():
+                self.writer.add_scalar(f"{split}/{k}", v, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _write_model_folder(
+    out: Path, model: XLxmertForPreTraining, vocab_dir: Path, tokenizer: Any, config: PretrainConfig
+) -> None:
+    """Make ``out`` a model folder: transformer/ + tokenizer/, vocabulary/ (config + centroids),
+    backbone/ (if the vocabulary has one)."""
+    vocab_out = out / "vocabulary"
+    vocab_out.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "centroids.safetensors"):
+        if (vocab_dir / name).is_file():
+            shutil.copy2(vocab_dir / name, vocab_out / name)
+    if (vocab_dir / "backbone").is_dir():
+        copy_component(vocab_dir / "backbone", out, "backbone")
+    tokenizer.save_pretrained(out / "tokenizer")
+    model.save_pretrained(out)
+    save_config(config, out, name="pretrain_config.json")
+    update_model_index(out, variant=model.config.variant)
+
+
+def pretrain(
+    data_root: str | Path,
+    vocab_dir: str | Path,
+    tokenizer: Any,
+    out: str | Path,
+    transformer_config: XLxmertConfig,
+    pretrain_config: PretrainConfig,
+    features_dir: str | Path | None = None,
+    progress: bool = True,
+) -> XLxmertForPreTraining:
+    """Pretrain on ``data_root/<split>`` and write the model folder ``out`` (see module docstring).
+
+    ``tokenizer``: a ``TextTokenizer`` or its folder. ``transformer_config``'s data-decided sizes
+    (vocab_size, grid_size, num_clusters, feature_dim, num_answers) are replaced by those of the
+    tokenizer, vocabulary and answer list. Rerunning the same call resumes from the latest
+    checkpoint in ``out/checkpoints``. Returns the trained model (unwrapped, eval mode).
+    """
+    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate.state import AcceleratorState
+
+    from xlxmert.data.tokenizer import TextTokenizer
+
+    pc = pretrain_config
+    out, vocab_dir = Path(out), Path(vocab_dir)
+    if not isinstance(tokenizer, TextTokenizer) and isinstance(tokenizer, (str, Path)):
+        tokenizer = TextTokenizer.from_pretrained(tokenizer)
+    if transformer_config.variant == "lxmert-grid" and features_dir is None:
+        raise XLXMERTError(
+            "the lxmert-grid variant reads exact features: pass --features FEATS (xlxmert features extract)"
+        )
+
+    # Accelerate keeps its precision setting in a process-wide singleton; a second pretrain() call in
+    # the same process (notebook, tests) may want another one. The distributed state is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
+    # Some heads are idle in some tasks (e.g. MLM during visual masking): DDP must allow that.
+    # cpu=True without CUDA lets torchrun's processes form a gloo group (Accelerate only builds a
+    # multi-CPU group when told it is on CPU).
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),
+        mixed_precision=pc.mixed_precision,
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    rank, world = accelerator.process_index, accelerator.num_processes
+    main = accelerator.is_main_process
+
+    answers = None
+    annotations = Path(data_root) / pc.split / f"annotations_{pc.split}.json"
+    if pc.qa and annotations.is_file():
+        answers = AnswerVocabulary.build(annotations, min_count=pc.answer_min_count)
+    data = load_pretrain_data(data_root, vocab_dir, pc.split, answers, features_dir)
+    centroids = load_centroids(vocab_dir)
+    cfg = dataclasses.replace(
+        transformer_config,
+        vocab_size=tokenizer.vocab_size,
+        grid_size=grid_size_of(data.visual_ids.shape[1]),
+        num_clusters=centroids.shape[0],
+        feature_dim=centroids.shape[1] if data.features is None else data.features.shape[-1],
+        num_answers=len(answers) if answers is not None else transformer_config.num_answers,
+        max_text_length=tokenizer.max_length,
+    )
+    if int(data.visual_ids.max()) >= cfg.num_clusters:
+        raise XLXMERTError(
+            f"visual ids reach {int(data.visual_ids.max())} but the vocabulary has {cfg.num_clusters}"
+        )
+    if data.features is not None and data.features.shape[-1] != centroids.shape[1]:
+        raise XLXMERTError(
+            f"features are {data.features.shape[-1]}-d but the centroids {centroids.shape[1]}-d: "
+            "use the feature store the vocabulary was built from"
+        )
+
+    # Validation: the val split when it has visual ids and needs no exact features, else train captions.
+    val_data, val_examples = data, data.pool(captions_only=True)[: pc.eval_samples]
+    val_ids = vocab_dir / "ids" / f"{pc.val_split}.npy"
+    val_caps = Path(data_root) / pc.val_split / f"captions_{pc.val_split}.json"
+    if pc.val_split != pc.split and val_ids.is_file() and val_caps.is_file() and cfg.variant == "x-lxmert":
+        val_data = load_pretrain_data(data_root, vocab_dir, pc.val_split, None)
+        val_examples = np.arange(min(pc.eval_samples, len(val_data.texts)))
+    majority = int(torch.bincount(data.visual_ids.flatten()).argmax())
+
+    torch.manual_seed(pc.seed)  # initialisation
+    model = XLxmertForPreTraining(cfg, centroids)
+    model.answers = None if answers is None else list(answers.answers)
+    model.train()
+    optimizer = torch.optim.AdamW(_param_groups(model, pc.weight_decay), lr=pc.lr, betas=(0.9, 0.999))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay(pc.steps, pc.warmup_ratio))
+
+    captions_only = pc.ccc_data == "captions"
+    streams = {
+        "visual": EpochStream(data.pool(captions_only), pc.seed, 0),
+        "all": EpochStream(data.pool(False), pc.seed, 1),
+    }
+    start = 0
+    ckpts = _checkpoints(out)
+    if ckpts:
+        state = torch.load(ckpts[-1], map_location="cpu", weights_only=True)
+        if state["transformer_config"] != config_to_dict(cfg) or state["pretrain_config"] != _comparable(pc):
+            raise XLXMERTError(
+                f"{out} holds a run with other settings ({ckpts[-1].name}); resume with the same "
+                "arguments or choose another --out"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        for name, cursor in state["cursors"].items():
+            streams[name].cursor = int(cursor)
+        start = int(state["step"])
+    model, optimizer = accelerator.prepare(model, optimizer)
+    unwrapped = accelerator.unwrap_model(model)
+
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    log = MetricsLog(out, start, enabled=main)
+    running: dict[str, float] = {}
+    bar = tqdm(
+        total=pc.steps, initial=start, disable=not progress or not main, desc="pretrain", dynamic_ncols=True
+    )
+    for step in range(start, pc.steps):
+        task = _task_of(step, pc)
+        stream = streams["visual" if task == "visual" else "all"]
+        examples = stream.take(pc.batch_size * world)[rank * pc.batch_size : (rank + 1) * pc.batch_size]
+        step_seed = _seed_of(pc.seed, step, rank)
+        gen = torch.Generator().manual_seed(step_seed)
+        torch.manual_seed(step_seed + 1)  # dropout: a function of the step, so resume repeats it
+        batch = make_batch(task, examples, data, tokenizer, pc, cfg.num_cells, cfg.num_answers, gen)
+        losses = batch_losses(model, batch, cfg)
+        loss = sum(losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+
+        values = {k: float(v.detach()) for k, v in losses.items()}
+        for k, v in values.items():
+            running[k] = v if k not in running else 0.95 * running[k] + 0.05 * v
+        done = step + 1
+        log.log(
+            done, "train", {**{f"loss_{k}": v for k, v in values.items()}, "lr": scheduler.get_last_lr()[0]}
+        )
+        bar.update(1)
+        bar.set_postfix({k: f"{v:.3f}" for k, v in sorted(running.items())})
+
+        if done % pc.eval_every == 0 or done == pc.steps:
+            if main:
+                metrics = evaluate(
+                    unwrapped,
+                    val_data,
+                    tokenizer,
+                    val_examples,
+                    pc.batch_size,
+                    pc.seed + 1,
+                    majority if cfg.visual_target == "clusters" else None,
+                )
+                log.log(done, "val", metrics)
+                bar.write(f"step {done}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+        if done % pc.checkpoint_every == 0 or done == pc.steps:
+            accelerator.wait_for_everyone()
+            if main:
+                _save_checkpoint(out, done, unwrapped, optimizer, scheduler, streams, cfg, pc)
+                _write_model_folder(out, unwrapped, vocab_dir, tokenizer, pc)
+            accelerator.wait_for_everyone()
+    bar.close()
+    log.close()
+    if main and (start >= pc.steps or not (out / "transformer").is_dir()):
+        _write_model_folder(out, unwrapped, vocab_dir, tokenizer, pc)
+    accelerator.wait_for_everyone()
+    unwrapped.eval()
+    return unwrapped
+
+
+def _save_checkpoint(out, step, model, optimizer, scheduler, streams, cfg, pc) -> Path:
+    """Atomically write ``out/checkpoints/step_<step>.pt`` and keep the newest ``keep_checkpoints``."""
+    folder = out / CHECKPOINT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {
+        "step": step,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "cursors": {name: s.cursor for name, s in streams.items()},
+        "transformer_config": config_to_dict(cfg),
+        "pretrain_config": _comparable(pc),
+    }
+    path = folder / f"step_{step:07d}.pt"
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # a kill mid-write leaves the previous checkpoint intact
+    for old in _checkpoints(out)[: -pc.keep_checkpoints]:
+        old.unlink()
+    return path

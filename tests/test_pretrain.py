@@ -1,0 +1,323 @@
+"""Pretraining: learning on a tiny split, exact resume, every ablation switch, 2-process DDP, CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import xlxmert.training.pretrain as pt
+from xlxmert.cli import main as cli_main
+from xlxmert.data.tokenizer import TextTokenizer
+from xlxmert.models.transformer import XLxmertConfig, XLxmertForPreTraining
+from xlxmert.training.pretrain import PretrainConfig, pretrain
+
+torch.set_num_threads(1)  # tiny models: threads only contend on a shared CPU
+
+N, D = 4, 8
+COLORS = ("red", "blue", "green", "yellow")
+SHAPES = ("circle", "square")
+PLACES = ("snow", "sand", "fog", "night")
+NUM_IMAGES = 32
+
+
+def _scene(i: int, rng: np.random.Generator):
+    c, s, p = int(rng.integers(4)), int(rng.integers(2)), int(rng.integers(4))
+    ids = np.full((N, N), 8 + p, dtype=np.uint16)  # background word = the place
+    r0, c0 = rng.integers(0, N - 1, size=2)
+    ids[r0 : r0 + 2, c0 : c0 + 2] = 2 * c + s  # a 2×2 object word = colour and shape
+    return c, s, p, ids.reshape(-1)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A hand-made split: captions, VQA files, visual ids, centroids, a feature store, a tokenizer."""
+    root = tmp_path_factory.mktemp("tiny")
+    rng = np.random.default_rng(0)
+    images, captions, questions, annotations, ids = [], [], [], [], []
+    for i in range(NUM_IMAGES):
+        c, s, p, grid = _scene(i, rng)
+        image_id = 100 + i
+        images.append({"id": image_id, "file_name": f"img_{i}.png", "width": 64, "height": 64})
+        for k, text in enumerate(
+            (f"a {COLORS[c]} {SHAPES[s]} in the {PLACES[p]}", f"one {SHAPES[s]} in the {PLACES[p]}")
+        ):
+            captions.append({"id": 10 * i + k, "image_id": image_id, "caption": text})
+        questions.append(
+            {"question_id": i, "image_id": image_id, "question": f"what color is the {SHAPES[s]}"}
+        )
+        annotations.append(
+            {
+                "question_id": i,
+                "image_id": image_id,
+                "multiple_choice_answer": COLORS[c],
+                "answers": [{"answer": COLORS[c], "answer_id": j} for j in range(10)],
+            }
+        )
+        ids.append(grid)
+    split = root / "data" / "train"
+    split.mkdir(parents=True)
+    (split / "captions_train.json").write_text(json.dumps({"images": images, "annotations": captions}))
+    (split / "questions_train.json").write_text(json.dumps({"questions": questions}))
+    (split / "annotations_train.json").write_text(json.dumps({"annotations": annotations}))
+    vocab = root / "vocab"
+    (vocab / "ids").mkdir(parents=True)
+    centroids = torch.randn(12, D, generator=torch.Generator().manual_seed(0))
+    save_file({"centroids": centroids}, str(vocab / "centroids.safetensors"))
+    (vocab / "config.json").write_text(json.dumps({"num_clusters": 12}))
+    ids = np.stack(ids)
+    np.save(vocab / "ids" / "train.npy", ids)
+    (vocab / "ids" / "train.json").write_text(json.dumps([im["id"] for im in images]))
+    # Exact features = centroid + noise, stored in the reversed row order to exercise the reordering.
+    feats_dir = root / "feats"
+    feats_dir.mkdir()
+    exact = centroids[torch.from_numpy(ids.astype(np.int64))] + 0.1 * torch.randn(NUM_IMAGES, N * N, D)
+    rev = list(range(NUM_IMAGES))[::-1]
+    np.save(feats_dir / "features.npy", exact[rev].reshape(NUM_IMAGES, N, N, D).numpy().astype(np.float16))
+    (feats_dir / "index.json").write_text(
+        json.dumps(
+            {
+                "split": "train",
+                "image_ids": [images[r]["id"] for r in rev],
+                "file_names": [images[r]["file_name"] for r in rev],
+                "grid_size": N,
+                "dim": D,
+                "num_chunks": 1,
+                "chunks_done": [0],
+            }
+        )
+    )
+    tok = TextTokenizer.train(
+        [c["caption"] for c in captions] + [q["question"] for q in questions], vocab_size=60
+    )
+    tok.save_pretrained(root / "tok")
+    return {"root": root, "data": root / "data", "vocab": vocab, "feats": feats_dir, "tok": root / "tok"}
+
+
+MODEL = XLxmertConfig.from_preset(
+    "shapes-64",
+    hidden_size=64,
+    num_attention_heads=2,
+    intermediate_size=128,
+    l_layers=1,
+    r_layers=1,
+    x_layers=2,
+    dropout=0.0,
+)
+
+
+def run(tiny, out, model=MODEL, features=False, **overrides):
+    config = PretrainConfig.from_preset(
+        "shapes-64",
+        **{
+            "steps": 6,
+            "batch_size": 8,
+            "lr": 2e-3,
+            "checkpoint_every": 3,
+            "eval_every": 100,
+            "eval_samples": 32,
+            **overrides,
+        },
+    )
+    return pretrain(
+        tiny["data"],
+        tiny["vocab"],
+        tiny["tok"],
+        out,
+        model,
+        config,
+        features_dir=tiny["feats"] if features else None,
+        progress=False,
+    )
+
+
+def metrics(out: Path) -> list[tuple[int, str, str, float]]:
+    with (out / "metrics.csv").open() as f:
+        return [(int(r["step"]), r["split"], r["metric"], float(r["value"])) for r in csv.DictReader(f)]
+
+
+def test_tiny_run_learns_every_loss_and_beats_majority_cluster(tiny, tmp_path):
+    # Captions only: at this size, questions as ITM texts (nearly indistinguishable when swapped)
+    # delay the matching task past the test's budget; the QA loss is checked in the next test.
+    out = tmp_path / "run"
+    model = run(tiny, out, steps=450, batch_size=32, lr=3e-3, checkpoint_every=450, eval_every=450, qa=False)
+    rows = metrics(out)
+    for name in ("loss_ccc", "loss_mlm", "loss_itm"):
+        values = [v for _, split, m, v in rows if split == "train" and m == name]
+        assert len(values) == 150, name
+        assert np.mean(values[-10:]) < 0.7 * np.mean(values[:10]), name
+    val = {m: v for s, split, m, v in rows if split == "val" and s == 450}
+    for ratio in (0.15, 0.5, 1.0):
+        assert f"ccc_top5@{ratio}" in val
+    assert val["ccc_top1@0.5"] > val["ccc_majority_top1@0.5"] + 0.1
+    assert {"mlm_acc", "itm_acc"} <= set(val)
+    # The run folder is a model folder that loads back.
+    index = json.loads((out / "model_index.json").read_text())
+    assert set(index["components"]) >= {"tokenizer", "vocabulary", "transformer"}
+    assert val["itm_acc"] > 0.7 and val["mlm_acc"] > 0.5
+    again = XLxmertForPreTraining.from_pretrained(out)
+    assert again.config == model.config
+    assert len(list((out / "checkpoints").glob("step_*.pt"))) == 1
+
+
+def test_resume_after_interruption_repeats_the_losses(tiny, tmp_path, monkeypatch):
+    straight = tmp_path / "straight"
+    run(tiny, straight, steps=7)
+    interrupted = tmp_path / "interrupted"
+    real = pt._write_model_folder
+
+    def killed_after_checkpoint(*args, **kwargs):
+        real(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pt, "_write_model_folder", killed_after_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny, interrupted, steps=7)
+    monkeypatch.setattr(pt, "_write_model_folder", real)
+    assert [p.name for p in (interrupted / "checkpoints").glob("*.pt")] == ["step_0000003.pt"]
+    run(tiny, interrupted, steps=7)
+
+    def losses(out):
+        return [(s, m, v) for s, split, m, v in metrics(out) if split == "train" and m.startswith("loss")]
+
+    assert losses(interrupted) == losses(straight)
+    assert {s for s, _, _ in losses(straight)} >= {4, 5, 6}
+
+
+@pytest.mark.parametrize(
+    "model_overrides, overrides, features",
+    [
+        ({"variant": "lxmert-grid", "visual_target": "regression"}, {"visual_masking": "bernoulli"}, True),
+        (
+            {"variant": "lxmert-grid", "visual_target": "clusters"},
+            {"ccc_data": "all", "task_choice": "random"},
+            True,
+        ),
+        (
+            {"visual_target": "regression"},
+            {"visual_masking": "bernoulli", "mask_prob": 0.3, "qa": False},
+            False,
+        ),
+    ],
+)
+def test_every_switch_trains(tiny, tmp_path, model_overrides, overrides, features):
+    model_cfg = XLxmertConfig(**{**MODEL.__dict__, **model_overrides})
+    model = run(tiny, tmp_path / "run", model=model_cfg, features=features, eval_every=6, **overrides)
+    rows = metrics(tmp_path / "run")
+    losses = [v for _, split, m, v in rows if split == "train" and m.startswith("loss")]
+    assert len(losses) >= 6 and all(np.isfinite(losses))
+    val = {m for _, split, m, _ in rows if split == "val"}
+    assert ("mvfr@0.5" in val) == (model_overrides.get("visual_target") == "regression")
+    assert model.config.variant == model_cfg.variant
+
+
+def test_qa_loss_falls_in_bf16(tiny, tmp_path):
+    out = tmp_path / "run"
+    model = run(tiny, out, steps=90, batch_size=32, lr=3e-3, mixed_precision="bf16", checkpoint_every=90)
+    values = [v for _, split, m, v in metrics(out) if split == "train" and m == "loss_qa"]
+    assert len(values) == 30 and all(np.isfinite(values))
+    assert np.mean(values[-5:]) < 0.8 * np.mean(values[:5])
+    again = XLxmertForPreTraining.from_pretrained(out)
+    assert again.answers == model.answers and set(again.answers) == set(COLORS)
+
+
+def test_two_process_data_parallel_run_writes_one_checkpoint(tiny, tmp_path):
+    # torchrun + gloo: this Accelerate's `launch --cpu --num_processes 2` starts a single process.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "ddp"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(port),
+        "-m",
+        "xlxmert",
+        "pretrain",
+        "--data",
+        str(tiny["data"]),
+        "--vocab",
+        str(tiny["vocab"]),
+        "--tokenizer",
+        str(tiny["tok"]),
+        "--out",
+        str(out),
+        "--steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--checkpoint-every",
+        "2",
+        "--eval-every",
+        "2",
+        "--quiet",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "XLXMERT_DEBUG": "1"}
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [p.name for p in (out / "checkpoints").glob("*.pt")] == ["step_0000002.pt"]
+    assert (out / "transformer" / "model.safetensors").is_file()
+    # Two processes × batch 4: each step consumed 8 examples of its pool (one process would take 4).
+    state = torch.load(out / "checkpoints" / "step_0000002.pt", weights_only=True)
+    assert state["cursors"] == {"visual": 8, "all": 8}
+
+
+def test_cli_errors_are_one_line(tiny, tmp_path, capsys):
+    code = cli_main(
+        [
+            "pretrain",
+            "--data",
+            str(tiny["data"]),
+            "--vocab",
+            str(tiny["vocab"]),
+            "--tokenizer",
+            str(tiny["tok"]),
+            "--out",
+            str(tmp_path / "x"),
+            "--variant",
+            "lxmert-grid",
+            "--steps",
+            "1",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 1 and "--features" in err and len(err.strip().splitlines()) == 1
+    code = cli_main(
+        [
+            "pretrain",
+            "--data",
+            str(tmp_path),
+            "--vocab",
+            str(tiny["vocab"]),
+            "--tokenizer",
+            str(tiny["tok"]),
+            "--out",
+            str(tmp_path / "y"),
+            "--steps",
+            "1",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 1 and "captions_train.json" in err and len(err.strip().splitlines()) == 1
+
+
+def test_resume_with_other_settings_is_refused(tiny, tmp_path):
+    out = tmp_path / "run"
+    run(tiny, out, steps=3)
+    with pytest.raises(pt.XLXMERTError, match="other settings"):
+        run(tiny, out, steps=3, lr=1e-3)
