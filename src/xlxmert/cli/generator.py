@@ -1,0 +1,101 @@
+"""``xlxmert generator``: train the SPADE image generator, convert the authors' checkpoint.
+
+xlxmert generator train --data DATA --vocab VOCAB --size 64 --out RUN [--steps ... --bf16]
+xlxmert generator convert G_60.pth --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from xlxmert.errors import XLXMERTError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    group = subparsers.add_parser("generator", help="train the image generator or convert the authors' one")
+    sub = group.add_subparsers(dest="generator_command", metavar="COMMAND", parser_class=type(group))
+    group.set_defaults(func=lambda args: (group.print_help(), 2)[1])
+
+    train = sub.add_parser(
+        "train", help="train G and D on ground-truth visual ids (resumes an existing --out)"
+    )
+    train.add_argument("--data", required=True, type=Path, help="data root holding <split>/images")
+    train.add_argument("--vocab", required=True, type=Path, help="vocabulary folder with ids/<split>.npy")
+    train.add_argument(
+        "--out", required=True, type=Path, help="run folder (gets generator/, samples/, checkpoint/)"
+    )
+    train.add_argument("--size", type=int, default=64, choices=(64, 128, 256), help="output image size")
+    train.add_argument(
+        "--preset", default="shapes-64", choices=("shapes-64", "paper"), help="architecture widths"
+    )
+    train.add_argument("--split", default="train")
+    train.add_argument("--eval-split", default="val", help="held-out split for the reconstruction report")
+    train.add_argument("--steps", type=int, default=2000)
+    train.add_argument("--batch-size", type=int, default=16)
+    train.add_argument("--sample-every", type=int, default=200)
+    train.add_argument("--checkpoint-every", type=int, default=200)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    train.add_argument("--no-channels-last", action="store_true", help="keep NCHW memory layout")
+    train.add_argument(
+        "--perceptual",
+        type=Path,
+        default=None,
+        help="perceptual-loss network folder (default: VOCAB/backbone; a local ResNet-50 for real images)",
+    )
+    train.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(func=_train)
+
+    convert = sub.add_parser("convert", help="convert the authors' G_60.pth into a generator folder")
+    convert.add_argument("checkpoint", type=Path, help="G_60.pth")
+    convert.add_argument(
+        "--out", required=True, type=Path, help="generator folder (config.json + model.safetensors)"
+    )
+    convert.set_defaults(func=_convert)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from xlxmert.training.generator import GeneratorTrainConfig, train_generator
+
+    if args.perceptual is not None and not args.perceptual.is_dir():
+        raise XLXMERTError(f"--perceptual must be a local folder; {args.perceptual} is not one")
+    config = GeneratorTrainConfig(
+        output_size=args.size,
+        preset=args.preset,
+        split=args.split,
+        eval_split=args.eval_split,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        sample_every=args.sample_every,
+        checkpoint_every=args.checkpoint_every,
+        seed=args.seed,
+        bf16=args.bf16,
+        channels_last=not args.no_channels_last,
+        perceptual=str(args.perceptual) if args.perceptual else None,
+        device=args.device,
+    )
+    result = train_generator(args.data, args.vocab, args.out, config, progress=not args.quiet)
+    speed = f", {result.images_per_second:.1f} training images/s" if result.history else ""
+    print(
+        f"generator written to {result.generator_dir} after {result.step} steps{speed}; "
+        f"samples in {args.out / 'samples'}"
+    )
+    if result.quality:
+        print(
+            f"reconstruction on {config.eval_split}: "
+            + json.dumps({k: round(v, 4) for k, v in result.quality.items()})
+        )
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from xlxmert.models.convert import convert_reference_generator
+
+    generator = convert_reference_generator(args.checkpoint)
+    generator.save_pretrained(args.out)
+    count = sum(p.numel() for p in generator.parameters())
+    print(f"converted {args.checkpoint} → {args.out} ({count:,} parameters)")
+    return 0

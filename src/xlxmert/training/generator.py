@@ -1,0 +1,690 @@
+"""Training the image generator on ground-truth visual words (paper §4.2, appendix D.4–D.5).
+
+Like teacher forcing: the generator paints the centroid features of each training image's own
+visual ids (written by ``xlxmert vocab assign``) and learns to reproduce that image. It is never
+fine-tuned on the transformer's predictions.
+
+Losses (weights from the paper, pix2pixHD's (1, 1, 10, 10)):
+
+- G = 10·perceptual + 1·hinge (−D(fake)) + 10·feature matching + 1·cluster CE on D's reading of fake
+- D = hinge (relu(1 − D(real)) + relu(1 + D(fake))) + 1·(cluster CE on real + cluster CE on fake)
+
+(The paper's equation (2) prints ``max(1 − D(X̂), 0)`` for the fake term; the hinge loss it cites,
+and the reference code, use ``1 + D(fake)``.)
+
+One step runs the generator once and the discriminator once, on real and fake images together
+(instance norm only, so batching them is the same function as two passes). Both losses are read
+off that single forward pass; each backward pass is restricted to its own network's parameters
+(``inputs=``), so neither loss leaks into the other network and nothing is recomputed. Both
+networks therefore step from the same point (simultaneous updates rather than the
+regenerate-then-rescore schedule of SPADE's trainer, which runs D on fakes twice per step).
+
+Run folder ``out/``::
+
+    generator/            config.json + model.safetensors (+ report.json) — the component
+    model_index.json      updated by update_model_index(out)
+    checkpoint/           generator/discriminator weights, optimisers, RNG states, step (resume)
+    samples/step_XXXXXX.png   original | reconstruction, from ground-truth ids
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from xlxmert.data.images import image_grid, load_image, pil_to_tensor, tensor_to_pil
+from xlxmert.errors import XLXMERTError
+from xlxmert.models.generator import (
+    Discriminator,
+    DiscriminatorConfig,
+    GeneratorConfig,
+    SpadeGenerator,
+    features_from_ids,
+)
+from xlxmert.utils.config import config_to_dict, save_config
+from xlxmert.utils.model_folder import update_model_index
+from xlxmert.utils.seeding import torch_generator
+from xlxmert.utils.weights import load_weights, save_weights
+
+# ---------------------------------------------------------------------------------------------
+# Losses
+# ---------------------------------------------------------------------------------------------
+
+
+def hinge_discriminator_loss(real_score: torch.Tensor, fake_score: torch.Tensor) -> torch.Tensor:
+    """``mean(relu(1 − D(real))) + mean(relu(1 + D(fake)))``; scores: FloatTensor[B]."""
+    return F.relu(1 - real_score).mean() + F.relu(1 + fake_score).mean()
+
+
+def hinge_generator_loss(fake_score: torch.Tensor) -> torch.Tensor:
+    """``−mean(D(fake))``; fake_score: FloatTensor[B]."""
+    return -fake_score.mean()
+
+
+def cluster_loss(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """AC-GAN per-cell visual-word cross-entropy, averaged over cells and images.
+
+    logits: FloatTensor[B, N*N, K]; ids: LongTensor[B, N*N].
+    """
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), ids.reshape(-1))
+
+
+def feature_matching_loss(
+    fake_features: list[torch.Tensor], real_features: list[torch.Tensor]
+) -> torch.Tensor:
+    """pix2pixHD feature matching: Huber (SmoothL1) between D's block outputs on fake and on real,
+    mean per block, summed over blocks. Pass every block but the last (the heads read that one).
+    Real features are targets: no gradient flows into them."""
+    return sum(
+        F.smooth_l1_loss(f.float(), r.detach().float())
+        for f, r in zip(fake_features, real_features, strict=True)
+    )
+
+
+class PerceptualLoss(nn.Module):
+    """Huber distance between the stages of a frozen feature network, mean per stage, summed.
+
+    ``network`` needs ``feature_stages(images: FloatTensor[B, 3, H, W] in [-1, 1]) -> list[Tensor]``:
+    ImageNet ResNet-50 stages 1–4 (``xlxmert.visual.backbones.ResNetBackbone``) for real images, the
+    ShapeScenes backbone (``ShapesBackbone``) for the built-in world, or any module with that method.
+    """
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        if not callable(getattr(network, "feature_stages", None)):
+            raise XLXMERTError(
+                f"{type(network).__name__} has no feature_stages(images) method; the perceptual loss needs "
+                "a network such as ShapesBackbone or ResNetBackbone"
+            )
+        self.network = network.eval().requires_grad_(False)
+
+    def train(self, mode: bool = True) -> PerceptualLoss:
+        super().train(mode)
+        self.network.eval()  # frozen: never switch normalisation layers to batch statistics
+        return self
+
+    def real_features(self, real: torch.Tensor) -> list[torch.Tensor]:
+        """Targets, computed without a graph: real: FloatTensor[B, 3, H, W] in [-1, 1]."""
+        with torch.no_grad():
+            return [f.detach() for f in self.network.feature_stages(real)]
+
+    def forward(self, fake: torch.Tensor, real: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+        """fake: FloatTensor[B, 3, H, W] in [-1, 1]; real: the same shape, or its real_features()."""
+        targets = self.real_features(real) if isinstance(real, torch.Tensor) else real
+        stages = self.network.feature_stages(fake)
+        return sum(F.smooth_l1_loss(f.float(), t.float()) for f, t in zip(stages, targets, strict=True))
+
+
+def load_perceptual_network(folder: str | Path) -> nn.Module:
+    """A perceptual network from an xlxmert backbone folder or a local transformers ResNet folder."""
+    from xlxmert.visual.backbones import ResNetBackbone, load_backbone
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise XLXMERTError(
+            f"perceptual network folder not found: {folder}; pass a backbone folder (e.g. VOCAB/backbone) "
+            "or a local ResNet-50 folder"
+        )
+    config = folder / "config.json"
+    kind = json.loads(config.read_text()).get("kind") if config.is_file() else None
+    return load_backbone(folder) if kind else ResNetBackbone.from_pretrained(folder)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data: images paired with their ground-truth visual ids
+# ---------------------------------------------------------------------------------------------
+
+
+def _image_files(split_dir: Path, split: str) -> dict[int, str]:
+    """image id → file name, from the split's captions (COCO format) or scenes file."""
+    for name in (f"captions_{split}.json", f"scenes_{split}.json"):
+        path = split_dir / name
+        if path.is_file():
+            try:
+                images = json.loads(path.read_text())["images"]
+                return {int(im["id"]): im["file_name"] for im in images}
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise XLXMERTError(f"{path} is not a COCO-style file with an images list ({exc})") from None
+    raise XLXMERTError(
+        f"no captions_{split}.json or scenes_{split}.json in {split_dir}; generate the split with "
+        "`xlxmert data shapes` or point --data at a COCO-format data root"
+    )
+
+
+def load_centroids(vocab_dir: str | Path) -> torch.Tensor:
+    """``centroids: FloatTensor[K, D]`` from ``vocab_dir/centroids.safetensors``."""
+    path = Path(vocab_dir) / "centroids.safetensors"
+    if not path.is_file():
+        raise XLXMERTError(f"no centroids.safetensors in {vocab_dir}; build it with `xlxmert vocab build`")
+    tensors = load_file(str(path))
+    if "centroids" not in tensors or tensors["centroids"].dim() != 2:
+        raise XLXMERTError(f"{path} lacks a 2-d 'centroids' tensor; rebuild the vocabulary")
+    return tensors["centroids"].float()
+
+
+def load_ground_truth_ids(vocab_dir: str | Path, split: str) -> tuple[np.ndarray, list[int]]:
+    """``(ids: uint16 [num_images, N*N], image_ids)`` written by ``xlxmert vocab assign``."""
+    from xlxmert.visual.vocabulary import load_ids
+
+    return load_ids(vocab_dir, split)
+
+
+class GroundTruthGrids:
+    """The images of one split with their ground-truth visual ids.
+
+    ``images(indices) -> FloatTensor[B, 3, S, S] in [-1, 1]``; ``ids[indices] -> LongTensor[B, N*N]``.
+    Images are decoded on demand (a PNG decode is a small fraction of a GAN step); ids stay in memory.
+    """
+
+    def __init__(self, data_root: str | Path, split: str, vocab_dir: str | Path, size: int) -> None:
+        ids, image_ids = load_ground_truth_ids(vocab_dir, split)
+        split_dir = Path(data_root) / split
+        files = _image_files(split_dir, split)
+        missing = [i for i in image_ids if i not in files]
+        if missing:
+            raise XLXMERTError(
+                f"{len(missing)} image ids of vocab ids/{split}.json (e.g. {missing[0]}) are not in "
+                f"{split_dir}; were the ids assigned for another data root?"
+            )
+        if not len(image_ids):
+            raise XLXMERTError(f"split {split!r} has no images")
+        # COCO gives bare file names under images/; ShapeScenes' file_name already starts with images/.
+        self.paths = [
+            split_dir / files[i] if (split_dir / files[i]).is_file() else split_dir / "images" / files[i]
+            for i in image_ids
+        ]
+        self.image_ids = image_ids
+        self.ids = torch.from_numpy(ids.astype(np.int64))
+        self.size = size
+        self.grid_size = int(round(math.sqrt(ids.shape[1])))
+        if self.grid_size**2 != ids.shape[1]:
+            raise XLXMERTError(f"ids/{split}.npy has {ids.shape[1]} cells per image, not a square grid")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def images(self, indices: list[int] | torch.Tensor) -> torch.Tensor:
+        return torch.stack([pil_to_tensor(load_image(self.paths[int(i)], self.size)) for i in indices])
+
+
+def batch_indices(step: int, batch_size: int, num_items: int, seed: int) -> torch.Tensor:
+    """Indices of batch ``step``: a fresh seeded permutation per epoch, batches running across epoch
+    ends. A pure function of the step, so resuming needs no sampler state."""
+    positions = torch.arange(step * batch_size, (step + 1) * batch_size)
+    epochs, offsets = positions // num_items, positions % num_items
+    out = torch.empty(batch_size, dtype=torch.long)
+    for epoch in epochs.unique().tolist():
+        perm = torch.randperm(num_items, generator=torch_generator(seed * 1_000_003 + epoch))
+        mask = epochs == epoch
+        out[mask] = perm[offsets[mask]]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GeneratorTrainConfig:
+    """Generator training (paper appendix D.4). The generator's D and N come from the vocabulary.
+
+    ``preset``: the generator architecture preset (``shapes-64`` or ``paper``); ``channels`` and
+    ``spade_hidden`` override its widths. ``perceptual``: a backbone folder for the perceptual loss
+    (default: the vocabulary's own ``backbone/``). ``bf16``: bfloat16 autocast; ``channels_last``:
+    NHWC memory layout (same maths, faster convs on CPU).
+    """
+
+    output_size: int = 64
+    preset: str = "shapes-64"
+    channels: int | None = None
+    spade_hidden: int | None = None
+    discriminator_channels: int = 64
+    split: str = "train"
+    eval_split: str = "val"
+    steps: int = 2000
+    batch_size: int = 16
+    lr_generator: float = 4e-4
+    lr_discriminator: float = 1e-4
+    betas: tuple[float, float] = (0.0, 0.999)
+    eps: float = 1e-7
+    grad_clip: float = 1.0
+    perceptual_weight: float = 10.0
+    adversarial_weight: float = 1.0
+    feature_matching_weight: float = 10.0
+    cluster_weight: float = 1.0
+    sample_every: int = 200
+    checkpoint_every: int = 200
+    num_samples: int = 8
+    seed: int = 0
+    bf16: bool = False
+    channels_last: bool = True
+    perceptual: str | None = None
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "sample_every", "checkpoint_every", "num_samples"):
+            if getattr(self, name) < 1:
+                raise XLXMERTError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.output_size not in (16, 32, 64, 128, 256):
+            raise XLXMERTError(
+                f"output size must be one of 64, 128, 256 (16, 32 for tests), got {self.output_size}"
+            )
+
+    def generator_config(self, input_dim: int, grid_size: int) -> GeneratorConfig:
+        overrides = {k: v for k, v in (("channels", self.channels), ("spade_hidden", self.spade_hidden)) if v}
+        return GeneratorConfig.from_preset(
+            self.preset, input_dim=input_dim, grid_size=grid_size, output_size=self.output_size, **overrides
+        )
+
+
+# Fields that may change between a run and its resumption (extending or re-scheduling a run).
+_RESUMABLE_CHANGES = {"steps", "sample_every", "checkpoint_every", "num_samples", "device"}
+
+
+@dataclass
+class GeneratorTrainResult:
+    """What a run did: final step, per-step losses, throughput, reconstruction quality."""
+
+    step: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    images_per_second: float = float("nan")
+    quality: dict[str, float] | None = None
+    generator_dir: Path | None = None
+
+
+class _GanStep:
+    """One optimisation step of G and D from a single forward pass of each (see module doc)."""
+
+    def __init__(self, generator, discriminator, perceptual, opt_g, opt_d, config, accelerator) -> None:
+        self.g, self.d, self.perceptual = generator, discriminator, perceptual
+        self.opt_g, self.opt_d = opt_g, opt_d
+        self.cfg, self.acc = config, accelerator
+        self.g_params = [p for p in generator.parameters() if p.requires_grad]
+        self.d_params = [p for p in discriminator.parameters() if p.requires_grad]
+
+    def __call__(
+        self, real: torch.Tensor, features: torch.Tensor, ids: torch.Tensor, noise_rng
+    ) -> dict[str, float]:
+        cfg, b = self.cfg, real.shape[0]
+        with torch.autocast(self.acc.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            fake = self.g(features, noise=True, generator=noise_rng)
+            out = self.d(torch.cat([real, fake.to(real.dtype)]))
+            perceptual = self.perceptual(fake, real)
+        score = out.score.float()
+        real_score, fake_score = score[:b], score[b:]
+        fake_logits, real_logits = out.cluster_logits[b:], out.cluster_logits[:b]
+        matched = out.features[:-1]
+        fm = feature_matching_loss([f[b:] for f in matched], [f[:b] for f in matched])
+        cls_fake, cls_real = cluster_loss(fake_logits, ids), cluster_loss(real_logits, ids)
+        adv_g = hinge_generator_loss(fake_score)
+        adv_d = hinge_discriminator_loss(real_score, fake_score)
+        loss_g = (
+            cfg.perceptual_weight * perceptual
+            + cfg.adversarial_weight * adv_g
+            + cfg.feature_matching_weight * fm
+            + cfg.cluster_weight * cls_fake
+        )
+        loss_d = cfg.adversarial_weight * adv_d + cfg.cluster_weight * (cls_real + cls_fake)
+
+        self.opt_g.zero_grad(set_to_none=True)
+        self.opt_d.zero_grad(set_to_none=True)
+        self.acc.backward(loss_g, inputs=self.g_params, retain_graph=True)
+        self.acc.backward(loss_d, inputs=self.d_params)
+        self.acc.clip_grad_norm_(self.g_params, cfg.grad_clip)
+        self.acc.clip_grad_norm_(self.d_params, cfg.grad_clip)
+        self.opt_g.step()
+        self.opt_d.step()
+        with torch.no_grad():
+            l1 = (fake.float() - real.float()).abs().mean()
+        return {
+            "loss_g": loss_g.item(),
+            "loss_d": loss_d.item(),
+            "perceptual": perceptual.item(),
+            "feature_matching": fm.item(),
+            "adv_g": adv_g.item(),
+            "adv_d": adv_d.item(),
+            "cluster_fake": cls_fake.item(),
+            "cluster_real": cls_real.item(),
+            "l1": l1.item(),
+        }
+
+
+def _save_checkpoint(
+    out: Path, step: int, g, d, opt_g, opt_d, noise_rng, config: GeneratorTrainConfig
+) -> None:
+    """Write ``out/checkpoint`` atomically (a kill mid-write leaves the previous one intact)."""
+    tmp, final = out / "checkpoint.tmp", out / "checkpoint"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    save_weights(g, tmp, "generator.safetensors")
+    save_weights(d, tmp, "discriminator.safetensors")
+    torch.save(
+        {
+            "step": step,
+            "optimizer_g": opt_g.state_dict(),
+            "optimizer_d": opt_d.state_dict(),
+            "noise_rng": noise_rng.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        },
+        tmp / "state.pt",
+    )
+    save_config(config, tmp, "train_config.json")
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+
+
+def _check_resumable(ckpt: Path, config: GeneratorTrainConfig) -> None:
+    saved = json.loads((ckpt / "train_config.json").read_text())
+    current = config_to_dict(config)
+    changed = sorted(k for k in current if k not in _RESUMABLE_CHANGES and saved.get(k) != current[k])
+    if changed:
+        raise XLXMERTError(
+            f"{ckpt.parent} holds a run with different settings ({', '.join(changed)}); "
+            "use the same settings to resume, or a new --out"
+        )
+
+
+def _load_checkpoint(ckpt: Path, g, d, opt_g, opt_d, noise_rng) -> int:
+    load_weights(g, ckpt, "generator.safetensors")
+    load_weights(d, ckpt, "discriminator.safetensors")
+    state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
+    opt_g.load_state_dict(state["optimizer_g"])
+    opt_d.load_state_dict(state["optimizer_d"])
+    noise_rng.set_state(state["noise_rng"])
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["step"])
+
+
+@torch.no_grad()
+def reconstruct(
+    generator: SpadeGenerator,
+    ids: torch.Tensor,
+    centroids: torch.Tensor,
+    noise: bool = False,
+    seed: int = 0,
+    batch_size: int = 32,
+) -> torch.Tensor:
+    """Paint ground-truth ids: ids LongTensor[B, N*N] → FloatTensor[B, 3, S, S] in [-1, 1] (eval mode)."""
+    was_training = generator.training
+    generator.eval()
+    device = next(generator.parameters()).device
+    rng = torch_generator(seed, device)
+    out = []
+    for start in range(0, len(ids), batch_size):
+        feats = features_from_ids(
+            ids[start : start + batch_size].to(device), centroids.to(device), generator.config.grid_size
+        )
+        out.append(generator(feats, noise=noise, generator=rng).float().cpu())
+    generator.train(was_training)
+    return torch.cat(out)
+
+
+def sample_grid(originals: torch.Tensor, reconstructions: torch.Tensor, pairs_per_row: int = 4):
+    """A PIL grid of (original | reconstruction) pairs, ``pairs_per_row`` pairs per row."""
+    tiles = []
+    for orig, rec in zip(tensor_to_pil(originals), tensor_to_pil(reconstructions)):
+        tiles += [orig, rec]
+    return image_grid(tiles, columns=2 * min(pairs_per_row, len(originals)))
+
+
+def train_generator(
+    data_root: str | Path,
+    vocab_dir: str | Path,
+    out: str | Path,
+    config: GeneratorTrainConfig | None = None,
+    perceptual_network: nn.Module | None = None,
+    progress: bool = True,
+) -> GeneratorTrainResult:
+    """Train G and D on ``data_root/<split>`` with ground-truth ids from ``vocab_dir``; write ``out``.
+
+    Rerunning with the same ``out`` resumes exactly from ``out/checkpoint`` (weights, optimisers,
+    RNG states, data position); a larger ``config.steps`` extends a finished run.
+    ``perceptual_network`` overrides ``config.perceptual`` (any module with ``feature_stages``).
+    """
+    from accelerate import Accelerator
+
+    config = config or GeneratorTrainConfig()
+    out = Path(out)
+    centroids = load_centroids(vocab_dir)
+    data = GroundTruthGrids(data_root, config.split, vocab_dir, config.output_size)
+    num_clusters, dim = centroids.shape
+    if int(data.ids.max()) >= num_clusters:
+        raise XLXMERTError(
+            f"ids/{config.split}.npy holds ids ≥ K = {num_clusters}; reassign with this vocabulary"
+        )
+    g_config = config.generator_config(dim, data.grid_size)
+    d_config = DiscriminatorConfig.for_generator(g_config, num_clusters, config.discriminator_channels)
+
+    if perceptual_network is None:
+        perceptual_network = load_perceptual_network(config.perceptual or Path(vocab_dir) / "backbone")
+    perceptual = PerceptualLoss(perceptual_network)
+
+    torch.manual_seed(config.seed)  # init of G and D
+    generator = SpadeGenerator(g_config)
+    discriminator = Discriminator(d_config, centroids)
+    # bf16 autocast is applied in the step itself rather than through Accelerate's mixed_precision,
+    # which is fixed once per process (benchmarks and tests compare both in one process).
+    accelerator = Accelerator(cpu=config.device == "cpu")
+    device = accelerator.device
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    generator.to(memory_format=memory_format)
+    discriminator.to(memory_format=memory_format)
+    perceptual.to(device=device, memory_format=memory_format)
+    opt_g = torch.optim.Adam(
+        generator.parameters(), lr=config.lr_generator, betas=tuple(map(float, config.betas)), eps=config.eps
+    )
+    opt_d = torch.optim.Adam(
+        discriminator.parameters(),
+        lr=config.lr_discriminator,
+        betas=tuple(map(float, config.betas)),
+        eps=config.eps,
+    )
+    generator, discriminator, opt_g, opt_d = accelerator.prepare(generator, discriminator, opt_g, opt_d)
+    raw_g, raw_d = accelerator.unwrap_model(generator), accelerator.unwrap_model(discriminator)
+    noise_rng = torch_generator(config.seed + 1, device)
+    centroids_dev = centroids.to(device)
+
+    step = 0
+    ckpt = out / "checkpoint"
+    if ckpt.is_dir():
+        _check_resumable(ckpt, config)
+        step = _load_checkpoint(ckpt, raw_g, raw_d, opt_g, opt_d, noise_rng)
+    out.mkdir(parents=True, exist_ok=True)
+
+    eval_data = _eval_data(data_root, vocab_dir, config) or data
+    sample_idx = list(range(min(config.num_samples, len(eval_data))))
+    sample_real = eval_data.images(sample_idx)
+    sample_ids = eval_data.ids[sample_idx]
+
+    train_step = _GanStep(generator, discriminator, perceptual, opt_g, opt_d, config, accelerator)
+    generator.train()
+    discriminator.train()
+    history: list[dict[str, float]] = []
+    busy = 0.0
+    bar = tqdm(total=config.steps, initial=step, desc="generator", disable=not progress, dynamic_ncols=True)
+    while step < config.steps:
+        idx = batch_indices(step, config.batch_size, len(data), config.seed)
+        t0 = time.perf_counter()
+        real = data.images(idx).to(device).contiguous(memory_format=memory_format)
+        ids = data.ids[idx].to(device)
+        feats = features_from_ids(ids, centroids_dev, g_config.grid_size).contiguous(
+            memory_format=memory_format
+        )
+        losses = train_step(real, feats, ids, noise_rng)
+        busy += time.perf_counter() - t0
+        step += 1
+        history.append({"step": step, **losses})
+        bar.update(1)
+        bar.set_postfix(
+            g=f"{losses['loss_g']:.3f}",
+            d=f"{losses['loss_d']:.3f}",
+            perc=f"{losses['perceptual']:.3f}",
+            l1=f"{losses['l1']:.3f}",
+        )
+        if step % config.sample_every == 0 or step == config.steps:
+            rec = reconstruct(raw_g, sample_ids, centroids, seed=config.seed)
+            (out / "samples").mkdir(exist_ok=True)
+            sample_grid(sample_real, rec).save(out / "samples" / f"step_{step:06d}.png")
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            _save_checkpoint(out, step, raw_g, raw_d, opt_g, opt_d, noise_rng, config)
+    bar.close()
+
+    gen_dir = out / "generator"
+    raw_g.save_pretrained(gen_dir)
+    update_model_index(out)
+    quality = None
+    if eval_data is not data:
+        quality = reconstruction_quality(
+            raw_g,
+            centroids,
+            eval_data.images(range(len(eval_data))),
+            eval_data.ids,
+            perceptual=perceptual,
+            cell_agreement=_default_agreement(vocab_dir, data),
+        )
+        (gen_dir / "report.json").write_text(
+            json.dumps({"split": config.eval_split, **quality}, indent=2) + "\n"
+        )
+    ips = len(history) * config.batch_size / busy if busy else float("nan")
+    return GeneratorTrainResult(step, history, ips, quality, gen_dir)
+
+
+def _eval_data(data_root, vocab_dir, config: GeneratorTrainConfig) -> GroundTruthGrids | None:
+    """Held-out scenes with ground-truth ids, if ``xlxmert vocab assign`` was run on the eval split."""
+    if not (Path(vocab_dir) / "ids" / f"{config.eval_split}.npy").is_file():
+        return None
+    return GroundTruthGrids(data_root, config.eval_split, vocab_dir, config.output_size)
+
+
+def _default_agreement(vocab_dir, data: GroundTruthGrids) -> Callable | None:
+    """ShapesBackbone per-cell agreement when the vocabulary was built on one (the built-in world)."""
+    from xlxmert.visual.backbones import ShapesBackbone, load_backbone
+
+    folder = Path(vocab_dir) / "backbone"
+    if not folder.is_dir():
+        return None
+    backbone = load_backbone(folder)
+    return shapes_cell_agreement(backbone, data.grid_size) if isinstance(backbone, ShapesBackbone) else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Reconstruction quality (paper Fig. 2b: the upper bound of everything painted later)
+# ---------------------------------------------------------------------------------------------
+
+
+def shapes_cell_agreement(backbone: nn.Module, grid_size: int, batch_size: int = 64) -> Callable:
+    """Do shapes and colours survive? Compare the ShapeScenes backbone's per-cell predictions on
+    reconstructions with those on the originals.
+
+    Returns a hook ``(reconstructions, originals) -> dict``: ``place_agreement`` (cells whose
+    predicted place matches), ``object_f1`` (F1 of the (cell, colour×shape) labels predicted on the
+    reconstruction against those predicted on the original) and ``object_agreement`` (cells whose
+    whole predicted colour×shape set matches).
+    """
+    from xlxmert.visual.grid import grid_pool
+
+    size = int(getattr(backbone, "image_size", 64))
+
+    @torch.no_grad()
+    def predict(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        places, objects = [], []
+        for start in range(0, len(images), batch_size):
+            x = images[start : start + batch_size]
+            if x.shape[-1] != size:
+                x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+            heads = backbone.predict_cells(grid_pool(backbone(x), grid_size))
+            places.append(heads["place"].argmax(-1).flatten(1))
+            objects.append((heads["objects"] > 0).flatten(1, 2))
+        return torch.cat(places), torch.cat(objects)
+
+    def agreement(reconstructions: torch.Tensor, originals: torch.Tensor) -> dict[str, float]:
+        backbone.eval()
+        p_rec, o_rec = predict(reconstructions)
+        p_org, o_org = predict(originals)
+        tp = (o_rec & o_org).sum().item()
+        f1 = 2 * tp / max(o_rec.sum().item() + o_org.sum().item(), 1)
+        cells_rec = o_rec.reshape(len(o_rec), grid_size * grid_size, -1)
+        cells_org = o_org.reshape(len(o_org), grid_size * grid_size, -1)
+        return {
+            "place_agreement": (p_rec == p_org).float().mean().item(),
+            "object_f1": f1,
+            "object_agreement": (cells_rec == cells_org).all(-1).float().mean().item(),
+        }
+
+    return agreement
+
+
+@torch.no_grad()
+def reconstruction_quality(
+    generator: SpadeGenerator,
+    centroids: torch.Tensor,
+    images: torch.Tensor,
+    ids: torch.Tensor,
+    perceptual: PerceptualLoss | None = None,
+    cell_agreement: Callable[[torch.Tensor, torch.Tensor], dict[str, float]] | None = None,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> dict[str, float]:
+    """How well the generator reproduces held-out images from their ground-truth ids (noise off).
+
+    images: FloatTensor[M, 3, S, S] in [-1, 1]; ids: LongTensor[M, N*N]; centroids: FloatTensor[K, D].
+    Returns ``l1``, ``mse`` (in [-1, 1] units), ``psnr`` (dB, pixels in [0, 1]), ``perceptual`` (if a
+    :class:`PerceptualLoss` is given) and whatever ``cell_agreement(reconstructions, originals)``
+    returns (e.g. :func:`shapes_cell_agreement`).
+    """
+    if len(images) != len(ids):
+        raise XLXMERTError(f"{len(images)} images but {len(ids)} id rows")
+    rec = reconstruct(generator, ids, centroids, noise=False, seed=seed, batch_size=batch_size)
+    images = images.float()
+    mse = F.mse_loss(rec, images).item()
+    quality = {
+        "num_images": float(len(images)),
+        "l1": F.l1_loss(rec, images).item(),
+        "mse": mse,
+        "psnr": 10 * math.log10(4.0 / max(mse, 1e-12)),  # range 2 in [-1, 1] units
+    }
+    if perceptual is not None:
+        device = next(perceptual.network.parameters()).device
+        total = 0.0
+        for start in range(0, len(images), batch_size):
+            r, o = rec[start : start + batch_size].to(device), images[start : start + batch_size].to(device)
+            total += perceptual(r, o).item() * len(r)
+        quality["perceptual"] = total / len(images)
+    if cell_agreement is not None:
+        quality.update(cell_agreement(rec, images))
+    return quality
+
+
+__all__ = [
+    "GeneratorTrainConfig",
+    "GeneratorTrainResult",
+    "GroundTruthGrids",
+    "PerceptualLoss",
+    "batch_indices",
+    "cluster_loss",
+    "feature_matching_loss",
+    "hinge_discriminator_loss",
+    "hinge_generator_loss",
+    "load_centroids",
+    "load_perceptual_network",
+    "reconstruct",
+    "reconstruction_quality",
+    "sample_grid",
+    "shapes_cell_agreement",
+    "train_generator",
+]
