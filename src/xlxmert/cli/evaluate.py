@@ -1,0 +1,145 @@
+"""``xlxmert evaluate`` (the paper's Table 1 on ShapeScenes) and ``xlxmert evaluator train``.
+
+    xlxmert evaluator train --data DATA [--out EVAL_DIR] [--evaluator-steps 3000 --matcher-steps 1500]
+    xlxmert evaluate --model DIR --data DATA --split test --metrics all --sampler mask-predict --steps 4
+                     [--evaluator EVAL_DIR] [--n N] [--compare DIR ...] --out OUT
+
+``EVAL_DIR`` defaults to ``DATA/evaluation``; it holds the evaluator network (FID/IS, facts) and the
+image–text matching surrogate (R-precision, semantic accuracy), trained on ShapeScenes only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+SAMPLER_NAMES = ("mask-predict", "tl-br", "random", "easy-first")
+
+
+def _evaluation_dir(args: argparse.Namespace) -> Path:
+    return Path(args.evaluator) if args.evaluator else Path(args.data) / "evaluation"
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return number
+
+
+def _train(args: argparse.Namespace) -> int:
+    from xlxmert.evaluation.evaluator import EvaluatorConfig
+    from xlxmert.evaluation.report import train_suite
+
+    out = _evaluation_dir(args) if args.out is None else Path(args.out)
+    report = train_suite(
+        args.data,
+        out,
+        evaluator_steps=args.evaluator_steps,
+        matcher_steps=args.matcher_steps,
+        split=args.split,
+        eval_split=args.eval_split,
+        n=args.n,
+        evaluator_config=EvaluatorConfig.from_preset(args.preset),
+        progress=not args.no_progress,
+    )
+    acc = report.get("evaluator_accuracy")
+    if acc:
+        rp = report["matcher_r_precision"]
+        print(
+            f"evaluator on {report['eval_split']}: place {acc['place']:.3f}, "
+            f"exact scene {acc['scene_exact']:.3f}, object recall {acc['object_recall']:.3f}; "
+            f"matcher R-prec easy {rp['easy']:.3f}, hard {rp['hard']:.3f}"
+        )
+    print(f"wrote {out}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from xlxmert.evaluation.report import EvaluationConfig, evaluate, parse_metrics
+    from xlxmert.pipelines import default_model_dir
+
+    models = [Path(args.model) if args.model else default_model_dir(), *map(Path, args.compare or [])]
+    config = EvaluationConfig(
+        split=args.split,
+        n=args.n,
+        metrics=parse_metrics(args.metrics),
+        sampler=args.sampler,
+        steps=args.steps,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        feature_network=args.feature_network,
+    )
+    evaluate(models, args.data, _evaluation_dir(args), args.out, config, progress=not args.no_progress)
+    out = Path(args.out)
+    sys.stdout.write((out / "table.md").read_text())
+    print(f"wrote {out / 'results.json'}, {out / 'table.md'}, {out / 'figure.png'}")
+    return 0
+
+
+def _accuracy(args: argparse.Namespace) -> int:
+    from xlxmert.evaluation.evaluator import ShapeSceneEvaluator, evaluator_accuracy
+    from xlxmert.evaluation.report import EVALUATOR_SUBDIR
+    from xlxmert.evaluation.split import load_examples
+
+    model = ShapeSceneEvaluator.from_pretrained(_evaluation_dir(args) / EVALUATOR_SUBDIR)
+    print(json.dumps(evaluator_accuracy(model, load_examples(args.data, args.split, args.n)), indent=2))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    ev = subparsers.add_parser(
+        "evaluate",
+        help="score models like the paper's Table 1 (FID, IS, R-precision, ...)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ev.add_argument("--model", help="model folder (default: $XLXMERT_MODEL or models/shapes-64)")
+    ev.add_argument(
+        "--compare", nargs="+", metavar="DIR", help="more model folders, as more rows of the table"
+    )
+    ev.add_argument("--data", required=True, help="ShapeScenes data root (holds SPLIT/)")
+    ev.add_argument("--split", default="test")
+    ev.add_argument("--evaluator", metavar="EVAL_DIR", help="evaluation networks (default: DATA/evaluation)")
+    ev.add_argument(
+        "--metrics",
+        default="all",
+        help="'all' or a comma list of fid,is,r-precision,semantic,facts,vqa,gqa,nlvr2,captioning",
+    )
+    ev.add_argument("--sampler", default="mask-predict", choices=SAMPLER_NAMES)
+    ev.add_argument("--steps", type=_positive, default=4, help="sampling steps (Mask-Predict-K: K)")
+    ev.add_argument(
+        "--n", type=_positive, default=500, help="number of split images to evaluate (default 500)"
+    )
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--batch-size", type=_positive, default=16)
+    ev.add_argument("--out", required=True, help="output folder (results.json, table.md, figure.png, caches)")
+    ev.add_argument(
+        "--feature-network",
+        metavar="FILE.pt2",
+        help="a torch.export'ed feature network (e.g. Inception-v3 with the FID weights) for an extra FID",
+    )
+    ev.add_argument("--no-progress", action="store_true")
+    ev.set_defaults(func=_evaluate)
+
+    group = subparsers.add_parser("evaluator", help="train / check the networks that grade generated images")
+    sub = group.add_subparsers(dest="evaluator_command", metavar="ACTION", parser_class=type(group))
+    tr = sub.add_parser("train", help="train the evaluator and the matching surrogate on ShapeScenes")
+    tr.add_argument("--data", required=True, help="ShapeScenes data root")
+    tr.add_argument("--out", help="EVAL_DIR (default: DATA/evaluation)")
+    tr.add_argument("--split", default="train")
+    tr.add_argument("--eval-split", default="val", help="split to report accuracy on (skipped if absent)")
+    tr.add_argument("--n", type=_positive, help="use only the first N images of the split")
+    tr.add_argument("--preset", default="shapes-64", choices=("shapes-64", "paper"))
+    tr.add_argument("--evaluator-steps", type=_positive, default=3000)
+    tr.add_argument("--matcher-steps", type=_positive, default=1500)
+    tr.add_argument("--no-progress", action="store_true")
+    tr.set_defaults(func=_train, evaluator=None)
+    ac = sub.add_parser("accuracy", help="report the evaluator's accuracy on original images of a split")
+    ac.add_argument("--data", required=True)
+    ac.add_argument("--split", default="test")
+    ac.add_argument("--evaluator", metavar="EVAL_DIR", help="default: DATA/evaluation")
+    ac.add_argument("--n", type=_positive)
+    ac.set_defaults(func=_accuracy)

@@ -1,0 +1,730 @@
+"""The paper's Table 1 on ShapeScenes: every metric for original images, reconstructions, models
+and controls, written as JSON, a Markdown table and a figure like Fig. 2/3.
+
+Rows (each scored with the same captions, one per test image, chosen with the seed):
+
+- ``Original images``: the ceiling of every semantic metric;
+- per model: ``X-LXMERT (<name>)`` (images painted from the captions), ``Reconstruction from
+  ground-truth ids`` (the model's generator painting the visual words of the original image, the
+  generator's ceiling), and the control ``Empty caption`` (painted from no words at all);
+- the control ``Original, other image's caption`` (each original image against the caption of
+  another image: chance level for every semantic metric).
+
+Fact-style scores can be gamed by painting many objects; R-precision-hard and the all-facts-true
+rate cannot, so the table shows them side by side.
+
+Caching: under ``OUT/models/<name>/`` each model keeps its painted images (``generated/``,
+``reconstruction/``, ``empty/``) with the settings that made them and its scores; a rerun with the
+same settings reuses both, so a table can be rebuilt (or extended with ``--compare``) without
+painting again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, ImageDraw, ImageFont
+from tqdm.auto import tqdm
+
+from xlxmert.data.images import load_image, pil_to_tensor
+from xlxmert.errors import XLXMERTError
+from xlxmert.evaluation.evaluator import (
+    EvaluatorClassLogits,
+    EvaluatorConfig,
+    EvaluatorFeatures,
+    EvaluatorTrainingConfig,
+    ShapeSceneEvaluator,
+    evaluator_accuracy,
+    train_evaluator,
+)
+from xlxmert.evaluation.fidelity import frechet_distance, inception_score, load_feature_network
+from xlxmert.evaluation.rprecision import (
+    CATEGORIES,
+    ImageTextMatcher,
+    MatcherConfig,
+    MatcherTrainingConfig,
+    r_precision,
+    train_matcher,
+)
+from xlxmert.evaluation.semantic import fact_scores, semantic_accuracy
+from xlxmert.evaluation.split import EvalExample, load_examples
+from xlxmert.evaluation.tasks import caption_correctness, gqa_accuracy, nlvr2_accuracy, vqa_score
+from xlxmert.utils.seeding import numpy_rng
+
+IMAGE_METRICS = ("fid", "is", "r-precision", "semantic", "facts")
+TASK_METRICS = ("vqa", "gqa", "nlvr2", "captioning")
+METRICS = IMAGE_METRICS + TASK_METRICS
+SCORES_VERSION = 1  # bump when a metric's definition changes, so cached scores are recomputed
+
+
+def parse_metrics(spec: str) -> tuple[str, ...]:
+    """``"all"`` or a comma list of METRICS → a tuple in METRICS order."""
+    if spec.strip() == "all":
+        return METRICS
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    unknown = [s for s in names if s not in METRICS]
+    if unknown or not names:
+        raise XLXMERTError(
+            f"unknown metrics {unknown or [spec]}; choose 'all' or a comma list of {', '.join(METRICS)}"
+        )
+    return tuple(m for m in METRICS if m in names)
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """What ``xlxmert evaluate`` measures and how the models paint."""
+
+    split: str = "test"
+    n: int | None = 500  # images of the split (None: all); the paper used 30000 COCO captions
+    metrics: tuple[str, ...] = METRICS
+    sampler: str = "mask-predict"
+    steps: int | None = 4
+    seed: int = 0
+    batch_size: int = 16
+    easy_negatives: int = 99
+    hard_negatives: int = 9
+    figure_rows: int = 6
+    # A user-supplied feature network (.pt2, e.g. Inception-v3 with the FID weights): adds "FID-ext".
+    feature_network: str | None = None
+
+
+# ---------------------------------------------------------------------- the evaluation suite
+EVALUATOR_SUBDIR = "evaluator"
+MATCHER_SUBDIR = "matcher"
+
+
+@dataclass
+class EvaluationSuite:
+    """The two networks that grade images: the evaluator (FID/IS, facts) and the matcher
+    (R-precision, semantic accuracy). Folder: ``EVAL_DIR/evaluator/`` and ``EVAL_DIR/matcher/``."""
+
+    evaluator: ShapeSceneEvaluator
+    matcher: ImageTextMatcher
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> EvaluationSuite:
+        folder = Path(folder)
+        if not (folder / EVALUATOR_SUBDIR).is_dir() or not (folder / MATCHER_SUBDIR).is_dir():
+            raise XLXMERTError(
+                f"{folder} is not an evaluation folder (needs {EVALUATOR_SUBDIR}/ and {MATCHER_SUBDIR}/); "
+                f"train one: xlxmert evaluator train --data DATA --out {folder}"
+            )
+        return cls(
+            ShapeSceneEvaluator.from_pretrained(folder / EVALUATOR_SUBDIR),
+            ImageTextMatcher.from_pretrained(folder / MATCHER_SUBDIR),
+        )
+
+    def fingerprint(self) -> str:
+        """A short hash of both networks' weights (cached scores are only valid for the same ones)."""
+        h = hashlib.sha256()
+        for module in (self.evaluator, self.matcher):
+            for key, tensor in sorted(module.state_dict().items()):
+                h.update(key.encode())
+                h.update(tensor.detach().float().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+
+def train_suite(
+    data_root: str | Path,
+    out: str | Path,
+    evaluator_steps: int = 3000,
+    matcher_steps: int = 1500,
+    split: str = "train",
+    eval_split: str | None = "val",
+    n: int | None = None,
+    evaluator_config: EvaluatorConfig | None = None,
+    matcher_config: MatcherConfig | None = None,
+    evaluator_training: EvaluatorTrainingConfig | None = None,
+    matcher_training: MatcherTrainingConfig | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train the evaluator, then the matcher (its CNN started from the evaluator's), into ``out``.
+
+    Returns (and writes to ``out/report.json``) the evaluator's accuracy on ``eval_split`` of the
+    same data root, and the matcher's R-precision there, when that split exists.
+    """
+    out = Path(out)
+    evaluator = train_evaluator(
+        data_root,
+        out / EVALUATOR_SUBDIR,
+        evaluator_steps,
+        split,
+        evaluator_config,
+        evaluator_training,
+        n,
+        progress,
+    )
+    matcher = train_matcher(
+        data_root,
+        out / MATCHER_SUBDIR,
+        matcher_steps,
+        split,
+        matcher_config,
+        matcher_training,
+        n,
+        progress,
+        evaluator=evaluator,
+    )
+    report: dict[str, Any] = {
+        "train_split": split,
+        "evaluator_steps": evaluator_steps,
+        "matcher_steps": matcher_steps,
+    }
+    if eval_split is not None and (Path(data_root) / eval_split).is_dir():
+        examples = load_examples(data_root, eval_split, 500)
+        report["eval_split"] = eval_split
+        report["evaluator_accuracy"] = evaluator_accuracy(evaluator, examples)
+        images = _stack([load_image(ex.path) for ex in examples])
+        captions = choose_captions(examples, seed=0)
+        report["matcher_r_precision"] = r_precision(matcher, images, captions, [ex.scene for ex in examples])
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+# ---------------------------------------------------------------------- scoring one set of images
+def choose_captions(examples: Sequence[EvalExample], seed: int) -> list[str]:
+    """One caption per image, drawn with ``seed`` (the same for every row and model)."""
+    rng = numpy_rng(seed)
+    out = []
+    for ex in examples:
+        if not ex.captions:
+            raise XLXMERTError(f"image {ex.image_id} has no caption")
+        out.append(ex.captions[int(rng.integers(len(ex.captions)))])
+    return out
+
+
+def _stack(images: Sequence[Image.Image]) -> torch.Tensor:
+    return torch.stack([pil_to_tensor(img) for img in images])
+
+
+def score_images(
+    suite: EvaluationSuite,
+    images: torch.Tensor,
+    captions: Sequence[str],
+    scenes: Sequence,
+    reference: torch.Tensor | None,
+    metrics: Sequence[str],
+    config: EvaluationConfig,
+    external: torch.nn.Module | None = None,
+) -> dict[str, Any]:
+    """Image metrics of ``images: FloatTensor[B, 3, H, W] in [-1, 1]`` meant to show ``captions``.
+
+    ``scenes[i]`` is the scene ``captions[i]`` describes; ``reference`` the original images FID
+    compares with (None: no FID, e.g. for the originals themselves); ``external`` a user-supplied
+    feature network for a second FID (``fid_external``).
+    """
+    scores: dict[str, Any] = {}
+    with torch.no_grad():
+        if "fid" in metrics and reference is not None:
+            fake = images
+            if fake.shape[-2:] != reference.shape[-2:]:
+                # Compare at the originals' resolution, as FID tools resize both sets to one size.
+                fake = torch.nn.functional.interpolate(
+                    fake, size=reference.shape[-2:], mode="bilinear", align_corners=False, antialias=True
+                )
+            features = EvaluatorFeatures(suite.evaluator)
+            scores["fid"] = frechet_distance(reference, fake, features, batch_size=config.batch_size * 4)
+            if external is not None:
+                scores["fid_external"] = frechet_distance(
+                    reference, fake, external, batch_size=config.batch_size
+                )
+        if "is" in metrics:
+            mean, std = inception_score(images, EvaluatorClassLogits(suite.evaluator), seed=config.seed)
+            scores["is"], scores["is_std"] = mean, std
+        if "r-precision" in metrics:
+            rp = r_precision(
+                suite.matcher,
+                images,
+                captions,
+                scenes,
+                seed=config.seed,
+                easy_negatives=config.easy_negatives,
+                hard_count=config.hard_negatives,
+            )
+            scores.update({f"rprec_{k}": v for k, v in rp.items()})
+        if "semantic" in metrics:
+            sem = semantic_accuracy(suite.matcher, images, captions, scenes, seed=config.seed)
+            scores.update({f"semantic_{k}": v for k, v in sem.items()})
+        if "facts" in metrics:
+            scores.update(fact_scores(suite.evaluator, images, captions))
+    return scores
+
+
+# ---------------------------------------------------------------------- painting, with a cache
+def _settings_key(config: EvaluationConfig, examples: Sequence[EvalExample], captions: Sequence[str]) -> dict:
+    digest = hashlib.sha256(
+        json.dumps([[ex.image_id for ex in examples], list(captions)]).encode()
+    ).hexdigest()
+    return {
+        "split": config.split,
+        "sampler": config.sampler,
+        "steps": config.steps,
+        "seed": config.seed,
+        "captions": digest[:16],
+    }
+
+
+def _model_stamp(model_dir: Path) -> str:
+    """Changes whenever a component of the model folder is rewritten (cached images go stale)."""
+    h = hashlib.sha256()
+    for path in sorted(model_dir.rglob("*")):
+        if path.is_file():
+            stat = path.stat()
+            h.update(f"{path.relative_to(model_dir)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def _cached_images(
+    folder: Path, ids: Sequence[int], key: dict, make: Callable[[], list[Image.Image]]
+) -> list[Image.Image]:
+    """Images ``folder/<id>.png`` made by ``make()`` unless cached with the same settings ``key``."""
+    meta = folder / "settings.json"
+    if (
+        meta.is_file()
+        and json.loads(meta.read_text()) == key
+        and all((folder / f"{i}.png").is_file() for i in ids)
+    ):
+        return [load_image(folder / f"{i}.png") for i in ids]
+    images = make()
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, img in zip(ids, images):
+        img.save(folder / f"{i}.png")
+    meta.write_text(json.dumps(key, indent=2) + "\n")
+    return images
+
+
+def _paint(
+    pipe, captions: Sequence[str], config: EvaluationConfig, progress: bool, desc: str
+) -> list[Image.Image]:
+    images: list[Image.Image] = []
+    for s in tqdm(range(0, len(captions), config.batch_size), desc=desc, disable=not progress):
+        out = pipe(
+            list(captions[s : s + config.batch_size]),
+            sampler=config.sampler,
+            steps=config.steps,
+            seed=config.seed,
+        )
+        images.extend(out.images)
+    return images
+
+
+def _paint_empty_caption(pipe, n: int, config: EvaluationConfig) -> list[Image.Image]:
+    """The empty-caption control: the transformer reads only ``[CLS] [SEP]``.
+
+    ``PaintPipeline`` refuses empty captions (rightly, for users), so the control drives its
+    sampler directly with the tokenised empty text. One image, repeated: with argmax decoding the
+    samplers are deterministic given no words.
+    """
+    from xlxmert.sampling.visual import get_sampler
+    from xlxmert.utils.seeding import torch_generator
+
+    cfg = pipe.transformer.config
+    tokens = pipe.tokenizer([""], max_length=cfg.max_text_length)
+    sampler = get_sampler(config.sampler, steps=config.steps)
+    key = "visual_feats" if pipe.paints_features else "visual_ids"
+
+    def predict(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        out = pipe.transformer(tokens.input_ids, tokens.attention_mask, **{key: values, "visual_mask": mask})
+        return out.visual_regression if pipe.paints_features else out.visual_logits
+
+    gens = [torch_generator(config.seed)]
+    with torch.no_grad():
+        if pipe.paints_features:
+            sampled = sampler.sample_features(predict, 1, cfg.num_cells, cfg.feature_dim, gens, False)
+            values = sampled.features
+        else:
+            values = sampler.sample(predict, 1, cfg.num_cells, gens, False).ids
+        image = pipe.decode(values, config.seed)[0]
+    return [image] * n
+
+
+def _reconstruct(
+    model_dir: Path, pipe, originals: Sequence[Image.Image], config: EvaluationConfig, progress: bool
+) -> list[Image.Image]:
+    """The model's generator painting the visual words of the original images (its ceiling)."""
+    from xlxmert.pipelines.common import ImageEncoder
+
+    encoder = ImageEncoder.from_pretrained(model_dir, pipe.transformer.config.grid_size)
+    images: list[Image.Image] = []
+    for s in tqdm(range(0, len(originals), config.batch_size), desc="reconstruct", disable=not progress):
+        feats, ids = encoder(list(originals[s : s + config.batch_size]))
+        images.extend(pipe.decode(feats if pipe.paints_features else ids, config.seed))
+    return images
+
+
+def _qa_answer_fn(model_dir: Path):
+    from xlxmert.pipelines import AnswerPipeline
+
+    pipe = AnswerPipeline.from_pretrained(model_dir)
+    return lambda images, questions: pipe(images, questions).answers
+
+
+def _task_scores(
+    model_dir: Path,
+    data_root: Path,
+    examples: Sequence[EvalExample],
+    metrics: Sequence[str],
+    config: EvaluationConfig,
+    progress: bool,
+) -> dict[str, Any]:
+    """Task accuracies of one model (on the split's own questions/statements, first n of each)."""
+    scores: dict[str, Any] = {}
+    if "vqa" in metrics or "gqa" in metrics:
+        try:
+            answer = _qa_answer_fn(model_dir)
+        except XLXMERTError as exc:
+            scores["qa_note"] = str(exc)
+            answer = None
+        if answer is not None and "vqa" in metrics:
+            scores["vqa"] = vqa_score(data_root, config.split, answer, config.n, progress=progress)["score"]
+        if answer is not None and "gqa" in metrics:
+            scores["gqa"] = gqa_accuracy(data_root, config.split, answer, config.n, progress=progress)[
+                "accuracy"
+            ]
+    if "nlvr2" in metrics:
+        judge = _nlvr2_judge_fn(model_dir)
+        if judge is None:
+            scores["nlvr2_note"] = "no NLVR2 head in this model folder (fine-tune it first)"
+        else:
+            scores["nlvr2"] = nlvr2_accuracy(data_root, config.split, judge, config.n, progress=progress)[
+                "accuracy"
+            ]
+    if "captioning" in metrics:
+        from xlxmert.pipelines import CaptionPipeline
+
+        pipe = CaptionPipeline.from_pretrained(model_dir)
+        captions: list[str] = []
+        for s in tqdm(range(0, len(examples), config.batch_size), desc="caption", disable=not progress):
+            chunk = examples[s : s + config.batch_size]
+            captions.extend(pipe([load_image(ex.path) for ex in chunk], seed=config.seed).captions)
+        cc = caption_correctness(captions, [ex.scene for ex in examples])
+        scores["caption_facts_true"], scores["caption_all_true"] = cc["facts_true"], cc["all_true"]
+        scores["caption_examples"] = captions[: config.figure_rows]
+    return scores
+
+
+def _nlvr2_judge_fn(model_dir: Path):
+    """A fine-tuned NLVR2 judge when the model folder has one; None until fine-tuning exists."""
+    try:
+        from xlxmert.pipelines import NLVR2Pipeline  # type: ignore[attr-defined]
+    except (ImportError, AttributeError):
+        return None
+    try:
+        pipe = NLVR2Pipeline.from_pretrained(model_dir)
+    except XLXMERTError:
+        return None
+    return lambda left, right, sentences: pipe(left, right, sentences).labels
+
+
+# ---------------------------------------------------------------------- the whole table
+def _model_name(model_dir: Path, taken: set[str]) -> str:
+    name = model_dir.resolve().name or "model"
+    base, k = name, 2
+    while name in taken:
+        name, k = f"{base}-{k}", k + 1
+    taken.add(name)
+    return name
+
+
+def evaluate(
+    models: Sequence[str | Path],
+    data_root: str | Path,
+    evaluation_dir: str | Path,
+    out: str | Path,
+    config: EvaluationConfig | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score original images, each model, its reconstructions and the controls; write the report.
+
+    Writes ``out/results.json``, ``out/table.md`` and ``out/figure.png`` and returns the results.
+    """
+    config = config or EvaluationConfig()
+    data_root, out = Path(data_root), Path(out)
+    suite = EvaluationSuite.from_pretrained(evaluation_dir)
+    external = load_feature_network(config.feature_network) if config.feature_network else None
+    examples = load_examples(data_root, config.split, config.n)
+    if len(examples) < 2:
+        raise XLXMERTError("evaluation needs at least 2 images (FID and R-precision compare images)")
+    captions = choose_captions(examples, config.seed)
+    scenes = [ex.scene for ex in examples]
+    ids = [ex.image_id for ex in examples]
+    originals = [load_image(ex.path) for ex in examples]
+    original_tensor = _stack(originals)
+    image_metrics = [m for m in config.metrics if m in IMAGE_METRICS]
+    fingerprint = suite.fingerprint()
+    key = _settings_key(config, examples, captions)
+    score_key = {
+        "feature_network": config.feature_network,
+        **key,
+        "evaluation": fingerprint,
+        "version": SCORES_VERSION,
+        "n": len(examples),
+        "metrics": list(config.metrics),
+        "negatives": [config.easy_negatives, config.hard_negatives],
+    }
+
+    def cached_scores(
+        folder: Path, compute: Callable[[], dict[str, Any]], model_stamp: str | None = None
+    ) -> dict[str, Any]:
+        path = folder / "scores.json"
+        full_key = {**score_key, "model": model_stamp}
+        if path.is_file():
+            data = json.loads(path.read_text())
+            if data.get("key") == full_key:
+                return data["rows"]
+        rows = compute()
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"key": full_key, "rows": rows}, indent=2) + "\n")
+        return rows
+
+    def score(
+        images: list[Image.Image] | torch.Tensor, caps, scs, reference=original_tensor
+    ) -> dict[str, Any]:
+        tensor = images if isinstance(images, torch.Tensor) else _stack(images)
+        return score_images(suite, tensor, caps, scs, reference, image_metrics, config, external)
+
+    rotated = list(range(1, len(examples))) + [0]
+
+    def original_rows() -> dict[str, Any]:
+        acc = evaluator_accuracy(suite.evaluator, list(examples))
+        return {
+            "original": {
+                **score(original_tensor, captions, scenes, reference=None),
+                "evaluator_accuracy": acc,
+            },
+            "mismatched": score(
+                original_tensor, [captions[j] for j in rotated], [scenes[j] for j in rotated], reference=None
+            ),
+        }
+
+    rows: list[dict[str, Any]] = []
+    base = cached_scores(out / "original", original_rows)
+    rows.append({"name": "Original images", "kind": "original", "scores": base["original"]})
+    figure_columns: list[tuple[str, list[Image.Image]]] = []
+    taken: set[str] = set()
+    for model_dir in map(Path, models):
+        name = _model_name(model_dir, taken)
+        folder = out / "models" / name
+        state: dict[str, Any] = {}
+        model_key = {**key, "model": _model_stamp(model_dir)}
+
+        def pipeline(model_dir: Path = model_dir, state: dict = state):
+            if "pipe" not in state:
+                from xlxmert.pipelines import PaintPipeline
+
+                state["pipe"] = PaintPipeline.from_pretrained(model_dir)
+            return state["pipe"]
+
+        generated = _cached_images(
+            folder / "generated",
+            ids,
+            model_key,
+            lambda name=name: _paint(pipeline(), captions, config, progress, f"paint {name}"),
+        )
+        reconstruction = _cached_images(
+            folder / "reconstruction",
+            ids,
+            model_key,
+            lambda md=model_dir: _reconstruct(md, pipeline(), originals, config, progress),
+        )
+        empty = _cached_images(
+            folder / "empty", ids, model_key, lambda: _paint_empty_caption(pipeline(), len(ids), config)
+        )
+
+        def model_rows(
+            model_dir: Path = model_dir, generated=generated, reconstruction=reconstruction, empty=empty
+        ) -> dict[str, Any]:
+            return {
+                "model": {
+                    **score(generated, captions, scenes),
+                    **_task_scores(model_dir, data_root, examples, config.metrics, config, progress),
+                },
+                "reconstruction": score(reconstruction, captions, scenes),
+                "empty": score(empty, captions, scenes),
+            }
+
+        scores = cached_scores(folder, model_rows, model_key["model"])
+        rows.append(
+            {
+                "name": f"X-LXMERT ({name})",
+                "kind": "model",
+                "model": str(model_dir),
+                "scores": scores["model"],
+            }
+        )
+        rows.append(
+            {
+                "name": f"Reconstruction from ground-truth ids ({name})",
+                "kind": "reconstruction",
+                "model": str(model_dir),
+                "scores": scores["reconstruction"],
+            }
+        )
+        rows.append(
+            {
+                "name": f"Control: empty caption ({name})",
+                "kind": "control-empty",
+                "model": str(model_dir),
+                "scores": scores["empty"],
+            }
+        )
+        figure_columns.append((name, generated))
+        if len(figure_columns) == 1:
+            figure_columns.insert(0, ("reconstruction", reconstruction))
+    rows.append(
+        {
+            "name": "Control: original, other image's caption",
+            "kind": "control-mismatched",
+            "scores": base["mismatched"],
+        }
+    )
+    results = {
+        "config": dataclasses.asdict(config),
+        "data": str(data_root),
+        "evaluation": str(evaluation_dir),
+        "evaluation_fingerprint": fingerprint,
+        "num_images": len(examples),
+        "rows": rows,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "table.md").write_text(markdown_report(results))
+    figure = comparison_figure(
+        captions[: config.figure_rows],
+        originals[: config.figure_rows],
+        [(n, imgs[: config.figure_rows]) for n, imgs in figure_columns],
+    )
+    figure.save(out / "figure.png")
+    return results
+
+
+# ---------------------------------------------------------------------- rendering
+def _fmt(value: Any, percent: bool = False) -> str:
+    if value is None:
+        return "–"
+    return f"{100 * value:.1f}" if percent else f"{value:.2f}"
+
+
+TABLE_COLUMNS: tuple[tuple[str, str, bool], ...] = (
+    ("IS↑", "is", False),
+    ("FID↓", "fid", False),
+    ("R-prec-easy↑", "rprec_easy", True),
+    ("R-prec-hard↑", "rprec_hard", True),
+    ("Semantic acc.↑ (auto-HUMMUS)", "semantic_mean", True),
+    ("Facts true↑", "facts_true", True),
+    ("All facts true↑", "all_facts_true", True),
+    ("VQA↑", "vqa", True),
+    ("GQA↑", "gqa", True),
+    ("NLVR2↑", "nlvr2", True),
+    ("Caption correctness↑", "caption_facts_true", True),
+)
+EXTERNAL_FID_COLUMN = ("FID-ext↓", "fid_external", False)
+
+
+def markdown_report(results: dict[str, Any]) -> str:
+    """Table 1 (and the per-category breakdowns of Tables 6/7) as Markdown."""
+    cfg = results["config"]
+    columns = TABLE_COLUMNS
+    if any("fid_external" in row["scores"] for row in results["rows"]):
+        columns = columns[:2] + (EXTERNAL_FID_COLUMN,) + columns[2:]
+    lines = [
+        f"# Evaluation on ShapeScenes `{cfg['split']}` ({results['num_images']} images)",
+        "",
+        f"Sampler `{cfg['sampler']}`, steps {cfg['steps']}, seed {cfg['seed']}. "
+        "Percentages except IS and FID. IS/FID in the evaluator network's feature space (not "
+        "Inception-v3); R-precision and semantic accuracy scored by the independent matching "
+        "surrogate. Facts are read off each image by the evaluator.",
+        "",
+        "| Method | " + " | ".join(c[0] for c in columns) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
+    for row in results["rows"]:
+        s = row["scores"]
+        lines.append(f"| {row['name']} | " + " | ".join(_fmt(s.get(k), pct) for _, k, pct in columns) + " |")
+    lines += [
+        "",
+        "## Per category (R-precision-hard, Table 6; semantic accuracy, Table 7)",
+        "",
+        "| Method | "
+        + " | ".join(f"R-hard {c}" for c in CATEGORIES)
+        + " | "
+        + " | ".join(f"Sem. {c}" for c in CATEGORIES)
+        + " |",
+        "|---|" + "---:|" * (2 * len(CATEGORIES)),
+    ]
+    for row in results["rows"]:
+        s = row["scores"]
+        cells = [_fmt(s.get(f"rprec_hard_{c}"), True) for c in CATEGORIES]
+        cells += [_fmt(s.get(f"semantic_{c}"), True) for c in CATEGORIES]
+        lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
+    acc = results["rows"][0]["scores"].get("evaluator_accuracy")
+    if acc:
+        lines += [
+            "",
+            "## The evaluator on original images",
+            "",
+            f"Place {100 * acc['place']:.1f}% (chance 25%), "
+            f"all 36 pair counts right {100 * acc['pair_counts']:.1f}%, "
+            f"exact scene {100 * acc['scene_exact']:.1f}%, object recall {100 * acc['object_recall']:.1f}%, "
+            f"object precision {100 * acc['object_precision']:.1f}%.",
+        ]
+    notes = sorted(
+        {
+            f"{row['name']}: {v}"
+            for row in results["rows"]
+            for k, v in row["scores"].items()
+            if k.endswith("_note")
+        }
+    )
+    if notes:
+        lines += ["", "Notes:", *[f"- {n}" for n in notes]]
+    return "\n".join(lines) + "\n"
+
+
+def _text_tile(text: str, width: int, height: int) -> Image.Image:
+    tile = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(tile)
+    font = ImageFont.load_default()
+    lines, line = [], ""
+    for word in text.split():
+        trial = f"{line} {word}".strip()
+        if draw.textlength(trial, font=font) > width - 8 and line:
+            lines.append(line)
+            line = word
+        else:
+            line = trial
+    lines.append(line)
+    for k, ln in enumerate(lines):
+        draw.text((4, 4 + 12 * k), ln, fill=(0, 0, 0), font=font)
+    return tile
+
+
+def comparison_figure(
+    captions: Sequence[str],
+    originals: Sequence[Image.Image],
+    columns: Sequence[tuple[str, Sequence[Image.Image]]],
+    cell: int = 128,
+) -> Image.Image:
+    """Fig. 2/3 layout: one row per caption — caption | original | reconstruction | generated …"""
+    headers = ["caption", "original", *[name for name, _ in columns]]
+    width = 2 * cell + cell * (len(headers) - 1)
+    header_h = 20
+    figure = Image.new("RGB", (width, header_h + cell * len(captions)), (255, 255, 255))
+    draw = ImageDraw.Draw(figure)
+    xs = [0] + [2 * cell + cell * k for k in range(len(headers) - 1)]
+    for x, head in zip(xs, headers):
+        draw.text((x + 4, 4), head, fill=(0, 0, 0), font=ImageFont.load_default())
+    for r, caption in enumerate(captions):
+        y = header_h + r * cell
+        figure.paste(_text_tile(caption, 2 * cell, cell), (0, y))
+        figure.paste(originals[r].resize((cell, cell), Image.NEAREST), (xs[1], y))
+        for k, (_, images) in enumerate(columns):
+            figure.paste(images[r].resize((cell, cell), Image.NEAREST), (xs[2 + k], y))
+    return figure
