@@ -104,6 +104,16 @@ def test_empty_caption_is_an_error_and_a_long_one_is_truncated_with_a_warning(pa
     assert out.ids.shape == (1, M)
 
 
+def test_empty_caption_is_admitted_for_the_evaluation_control(painter):
+    from xlxmert.pipelines.common import tokenize_texts
+
+    empty = painter([""], seed=0, allow_empty=True)
+    assert empty.ids.shape == (1, M) and len(empty.images) == 1
+    tok = painter.tokenizer
+    tokens = tokenize_texts(tok, [""], 20, allow_empty=True)
+    assert tokens.input_ids[0, :3].tolist() == [tok.cls_id, tok.sep_id, tok.pad_id]
+
+
 def test_save_pretrained_round_trip(painter, tmp_path):
     painter.save_pretrained(tmp_path / "copy")
     copy = PaintPipeline.from_pretrained(tmp_path / "copy")

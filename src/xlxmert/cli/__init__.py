@@ -23,6 +23,8 @@ COMMAND_MODULES = (
     "xlxmert.cli.pretrain",
     "xlxmert.cli.generator",
     "xlxmert.cli.paint",
+    "xlxmert.cli.evaluate",
+    "xlxmert.cli.train_all",
 )
 
 

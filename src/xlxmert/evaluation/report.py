@@ -318,31 +318,10 @@ def _paint(
 def _paint_empty_caption(pipe, n: int, config: EvaluationConfig) -> list[Image.Image]:
     """The empty-caption control: the transformer reads only ``[CLS] [SEP]``.
 
-    ``PaintPipeline`` refuses empty captions (rightly, for users), so the control drives its
-    sampler directly with the tokenised empty text. One image, repeated: with argmax decoding the
-    samplers are deterministic given no words.
+    One image, repeated: with argmax decoding the samplers are deterministic given no words.
     """
-    from xlxmert.sampling.visual import get_sampler
-    from xlxmert.utils.seeding import torch_generator
-
-    cfg = pipe.transformer.config
-    tokens = pipe.tokenizer([""], max_length=cfg.max_text_length)
-    sampler = get_sampler(config.sampler, steps=config.steps)
-    key = "visual_feats" if pipe.paints_features else "visual_ids"
-
-    def predict(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        out = pipe.transformer(tokens.input_ids, tokens.attention_mask, **{key: values, "visual_mask": mask})
-        return out.visual_regression if pipe.paints_features else out.visual_logits
-
-    gens = [torch_generator(config.seed)]
-    with torch.no_grad():
-        if pipe.paints_features:
-            sampled = sampler.sample_features(predict, 1, cfg.num_cells, cfg.feature_dim, gens, False)
-            values = sampled.features
-        else:
-            values = sampler.sample(predict, 1, cfg.num_cells, gens, False).ids
-        image = pipe.decode(values, config.seed)[0]
-    return [image] * n
+    out = pipe([""], sampler=config.sampler, steps=config.steps, seed=config.seed, allow_empty=True)
+    return out.images * n
 
 
 def _reconstruct(

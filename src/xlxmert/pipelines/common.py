@@ -39,19 +39,24 @@ def load_vocabulary(model_dir: str | Path) -> VisualVocabulary:
 
 
 def tokenize_texts(
-    tokenizer: TextTokenizer, texts: Sequence[str], max_length: int, what: str = "caption"
+    tokenizer: TextTokenizer,
+    texts: Sequence[str],
+    max_length: int,
+    what: str = "caption",
+    allow_empty: bool = False,
 ) -> TokenizedText:
     """Tokenise ``texts`` for a model reading at most ``max_length`` tokens.
 
-    An empty (or blank) text is an :class:`XLXMERTError`; a text longer than the limit is truncated
-    and a ``UserWarning`` says so (the CLI prints it on stderr).
+    An empty (or blank) text is an :class:`XLXMERTError` unless ``allow_empty`` (the evaluation's
+    empty-caption control); a text longer than the limit is truncated and a ``UserWarning`` says so
+    (the CLI prints it on stderr).
     """
     if isinstance(texts, str):
         texts = [texts]
     if not texts:
         raise XLXMERTError(f"no {what}s given")
     for i, text in enumerate(texts):
-        if not isinstance(text, str) or not text.strip():
+        if not isinstance(text, str) or (not text.strip() and not allow_empty):
             raise XLXMERTError(f"{what} {i + 1} is empty; give some words")
     tokens = tokenizer(list(texts), max_length=max_length)
     for i, cut in enumerate(tokens.truncated):

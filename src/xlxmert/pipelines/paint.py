@@ -104,12 +104,14 @@ class PaintPipeline:
         seed: int = 0,
         return_intermediates: bool = False,
         use_text_cache: bool = True,
+        allow_empty: bool = False,
     ):
         """Run ``sampler`` for ``captions``: a ``SamplerOutput`` (ids) or, for LXMERT+Grid, a
         ``FeatureSamplerOutput`` (features). Each caption draws from its own generator seeded with
-        ``seed``, so a caption's result does not depend on the rest of the batch."""
+        ``seed``, so a caption's result does not depend on the rest of the batch. ``allow_empty``
+        admits empty captions (the transformer then reads only ``[CLS] [SEP]``)."""
         cfg = self.transformer.config
-        tokens = tokenize_texts(self.tokenizer, captions, cfg.max_text_length)
+        tokens = tokenize_texts(self.tokenizer, captions, cfg.max_text_length, allow_empty=allow_empty)
         batch = tokens.input_ids.shape[0]
         model = self.transformer
         if use_text_cache:
@@ -159,6 +161,7 @@ class PaintPipeline:
         return_intermediates: bool = False,
         use_text_cache: bool = True,
         noise: bool | None = None,
+        allow_empty: bool = False,
     ) -> PaintOutput:
         """Paint one image per caption.
 
@@ -166,13 +169,14 @@ class PaintPipeline:
         :class:`VisualSampler`; ``steps`` (None: the sampler's default, Mask-Predict-4),
         ``temperature`` (0: argmax, the paper), ``anneal``, ``top_k`` configure a named sampler.
         ``return_intermediates``: also decode the grid after every step into an image.
-        Raises :class:`XLXMERTError` for an empty caption; warns when a caption is truncated.
+        Raises :class:`XLXMERTError` for an empty caption (unless ``allow_empty``, for the
+        evaluation's empty-caption control); warns when a caption is truncated.
         """
         if isinstance(captions, str):
             captions = [captions]
         if isinstance(sampler, str):
             sampler = get_sampler(sampler, steps=steps, temperature=temperature, anneal=anneal, top_k=top_k)
-        out = self.sample(captions, sampler, seed, return_intermediates, use_text_cache)
+        out = self.sample(captions, sampler, seed, return_intermediates, use_text_cache, allow_empty)
         values = out.features if self.paints_features else out.ids
         images = self.decode(values, seed, noise)
         strips = None

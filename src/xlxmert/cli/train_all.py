@@ -1,0 +1,51 @@
+"""``xlxmert train-all``: every stage from ShapeScenes data to an evaluated, documented model folder."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _train_all(args: argparse.Namespace) -> int:
+    from xlxmert.training.train_all import CLI_FLAGS, TrainAllConfig, train_all
+
+    overrides = {name: getattr(args, name) for name in CLI_FLAGS if getattr(args, name) is not None}
+    config = TrainAllConfig.from_preset(args.preset, **overrides)
+    summary = train_all(args.out, config, work=args.work, progress=not args.quiet, stop_after=args.stop_after)
+    if summary is None:
+        return 0
+    print(
+        f"wrote {args.out} (model card: {args.out}/MODEL_CARD.md); "
+        f"training took {summary['training_seconds']:.0f} s"
+    )
+    work = args.work or f"{args.out}.work"
+    for split in summary["stages"]["evaluation"]["report"]:
+        print(f"  {split}: {work}/eval/{split}/table.md")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train-all",
+        description=(
+            "Run the whole pipeline (data, tokenizer, backbone, features, vocabulary, generator, "
+            "pretraining, evaluation, model card). Completed stages are skipped; an interrupted run "
+            "resumes when the same command is run again."
+        ),
+    )
+    p.add_argument("--preset", default="shapes-64", choices=("shapes-64", "tiny"))
+    p.add_argument("--out", required=True, help="model folder to write (e.g. models/shapes-64)")
+    p.add_argument("--work", default=None, help="folder for intermediate outputs (default OUT.work)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--num-train", type=int, default=None, help="training scenes")
+    p.add_argument("--generator-steps", type=int, default=None)
+    p.add_argument("--pretrain-steps", type=int, default=None)
+    p.add_argument("--eval-n", type=int, default=None, help="images per evaluated split")
+    p.add_argument("--data-workers", type=int, default=None, help="processes rendering scenes")
+    p.add_argument(
+        "--stop-after",
+        default=None,
+        choices=("data", "tokenizer", "backbone", "features", "vocabulary", "generator", "pretraining"),
+        help="stop once this stage is complete",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_train_all)
