@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -14,11 +13,10 @@ from xlxmert.models.transformer import XLxmertForPreTraining
 from xlxmert.pipelines.common import (
     ImageEncoder,
     ImageInput,
-    load_tokenizer_and_transformer,
+    ImageTextPipeline,
     tokenize_texts,
     visual_inputs,
 )
-from xlxmert.utils.model_folder import update_model_index
 
 
 @dataclass
@@ -31,7 +29,7 @@ class AnswerOutput:
     top: list[list[tuple[str, float]]]
 
 
-class AnswerPipeline:
+class AnswerPipeline(ImageTextPipeline):
     """Visual question answering with the QA head (answers from ``transformer/answers.json``)."""
 
     def __init__(
@@ -46,25 +44,7 @@ class AnswerPipeline:
                 f"answers.json lists {len(transformer.answers)} answers but the QA head has "
                 f"{transformer.config.num_answers}; the model folder is inconsistent"
             )
-        self.tokenizer = tokenizer
-        self.transformer = transformer.eval()
-        self.image_encoder = image_encoder
-
-    @classmethod
-    def from_pretrained(cls, model_dir: str | Path) -> AnswerPipeline:
-        """Load ``tokenizer/``, ``transformer/``, ``backbone/`` and ``vocabulary/`` of a model folder."""
-        tokenizer, transformer = load_tokenizer_and_transformer(model_dir)
-        return cls(
-            tokenizer, transformer, ImageEncoder.from_pretrained(model_dir, transformer.config.grid_size)
-        )
-
-    def save_pretrained(self, model_dir: str | Path) -> Path:
-        model_dir = Path(model_dir)
-        self.tokenizer.save_pretrained(model_dir / "tokenizer")
-        self.image_encoder.save_pretrained(model_dir)
-        self.transformer.save_pretrained(model_dir)
-        update_model_index(model_dir)
-        return model_dir
+        super().__init__(tokenizer, transformer, image_encoder)
 
     @torch.no_grad()
     def __call__(

@@ -10,16 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from xlxmert.data.tokenizer import TextTokenizer
 from xlxmert.errors import XLXMERTError
-from xlxmert.models.transformer import XLxmertForPreTraining
-from xlxmert.pipelines.common import ImageEncoder, ImageInput, load_tokenizer_and_transformer, visual_inputs
+from xlxmert.pipelines.common import ImageInput, ImageTextPipeline, visual_inputs
 from xlxmert.sampling.caption import CaptionSampler
-from xlxmert.utils.model_folder import update_model_index
 from xlxmert.utils.seeding import torch_generator
 
 
@@ -31,31 +27,8 @@ class CaptionOutput:
     input_ids: torch.Tensor
 
 
-class CaptionPipeline:
+class CaptionPipeline(ImageTextPipeline):
     """Image-to-text with the MLM head. Components: tokenizer, transformer, image encoder."""
-
-    def __init__(
-        self, tokenizer: TextTokenizer, transformer: XLxmertForPreTraining, image_encoder: ImageEncoder
-    ) -> None:
-        self.tokenizer = tokenizer
-        self.transformer = transformer.eval()
-        self.image_encoder = image_encoder
-
-    @classmethod
-    def from_pretrained(cls, model_dir: str | Path) -> CaptionPipeline:
-        """Load ``tokenizer/``, ``transformer/``, ``backbone/`` and ``vocabulary/`` of a model folder."""
-        tokenizer, transformer = load_tokenizer_and_transformer(model_dir)
-        return cls(
-            tokenizer, transformer, ImageEncoder.from_pretrained(model_dir, transformer.config.grid_size)
-        )
-
-    def save_pretrained(self, model_dir: str | Path) -> Path:
-        model_dir = Path(model_dir)
-        self.tokenizer.save_pretrained(model_dir / "tokenizer")
-        self.image_encoder.save_pretrained(model_dir)
-        self.transformer.save_pretrained(model_dir)
-        update_model_index(model_dir)
-        return model_dir
 
     def _prefix_ids(self, prefix: str) -> list[int]:
         if not prefix.strip():

@@ -13,7 +13,7 @@ from xlxmert.data.images import load_image, pil_to_tensor
 from xlxmert.data.tokenizer import TextTokenizer, TokenizedText
 from xlxmert.errors import XLXMERTError
 from xlxmert.models.transformer import XLxmertForPreTraining
-from xlxmert.utils.model_folder import component_dir, read_model_index
+from xlxmert.utils.model_folder import component_dir, read_model_index, update_model_index
 from xlxmert.visual.grid import GridFeatureExtractor
 from xlxmert.visual.vocabulary import VisualVocabulary
 
@@ -124,3 +124,34 @@ def visual_inputs(transformer: XLxmertForPreTraining, feats: torch.Tensor, ids: 
     if transformer.config.variant == "lxmert-grid":
         return {"visual_feats": feats}
     return {"visual_ids": ids}
+
+
+class ImageTextPipeline:
+    """Base of the pipelines that read images and text (captioning, question answering).
+
+    Components: the tokenizer, the transformer and the image encoder (backbone + vocabulary), all
+    from one model folder.
+    """
+
+    def __init__(
+        self, tokenizer: TextTokenizer, transformer: XLxmertForPreTraining, image_encoder: ImageEncoder
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.transformer = transformer.eval()
+        self.image_encoder = image_encoder
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | Path):
+        """Load ``tokenizer/``, ``transformer/``, ``backbone/`` and ``vocabulary/`` of a model folder."""
+        tokenizer, transformer = load_tokenizer_and_transformer(model_dir)
+        return cls(
+            tokenizer, transformer, ImageEncoder.from_pretrained(model_dir, transformer.config.grid_size)
+        )
+
+    def save_pretrained(self, model_dir: str | Path) -> Path:
+        model_dir = Path(model_dir)
+        self.tokenizer.save_pretrained(model_dir / "tokenizer")
+        self.image_encoder.save_pretrained(model_dir)
+        self.transformer.save_pretrained(model_dir)
+        update_model_index(model_dir)
+        return model_dir
