@@ -1,6 +1,6 @@
 """``xlxmert evaluate`` (the paper's Table 1 on ShapeScenes) and ``xlxmert evaluator train``.
 
-    xlxmert evaluator train --data DATA [--out EVAL_DIR] [--evaluator-steps 3000 --matcher-steps 1500]
+    xlxmert evaluator train --data DATA [--out EVAL_DIR] [--evaluator-steps 3000 --matcher-steps 1000]
     xlxmert evaluate --model DIR --data DATA --split test --metrics all --sampler mask-predict --steps 4
                      [--evaluator EVAL_DIR] [--n N] [--compare DIR ...] --out OUT
 
@@ -134,7 +134,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--n", type=_positive, help="use only the first N images of the split")
     tr.add_argument("--preset", default="shapes-64", choices=("shapes-64", "paper"))
     tr.add_argument("--evaluator-steps", type=_positive, default=3000)
-    tr.add_argument("--matcher-steps", type=_positive, default=1500)
+    tr.add_argument("--matcher-steps", type=_positive, default=1000)
     tr.add_argument("--no-progress", action="store_true")
     tr.set_defaults(func=_train, evaluator=None)
     ac = sub.add_parser("accuracy", help="report the evaluator's accuracy on original images of a split")

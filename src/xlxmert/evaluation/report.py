@@ -135,7 +135,7 @@ def train_suite(
     data_root: str | Path,
     out: str | Path,
     evaluator_steps: int = 3000,
-    matcher_steps: int = 1500,
+    matcher_steps: int = 1000,
     split: str = "train",
     eval_split: str | None = "val",
     n: int | None = None,

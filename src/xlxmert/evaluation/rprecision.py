@@ -9,10 +9,10 @@ which the surrogate ranks the true caption first:
   (:func:`hard_negatives`, checked with ``facts.check_caption``).
 
 The paper used ViLBERT as a surrogate independent of X-LXMERT. Here :class:`ImageTextMatcher`
-plays that part: a residual CNN (started from the ShapeScenes evaluator's, never from X-LXMERT's
-backbone), a small text transformer and a late-interaction score, trained on ShapeScenes with
-in-batch and hard negatives (:func:`train_matcher`), its own seed and word vocabulary, and never
-used to train the evaluated models.
+plays that part: a residual CNN (the ShapeScenes evaluator's, never X-LXMERT's backbone) and a small
+cross-modal transformer whose caption words attend to the image's grid cells, trained on ShapeScenes
+against in-batch and hard negatives (:func:`train_matcher`), with its own seed and word vocabulary,
+and never used to train the evaluated models.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from xlxmert.data.shapes.facts import check_caption
 from xlxmert.data.shapes.scene import Scene
 from xlxmert.errors import XLXMERTError
 from xlxmert.evaluation.evaluator import ResidualCNN
-from xlxmert.evaluation.split import images_uint8, load_example_images, load_examples, to_float
+from xlxmert.evaluation.split import EvalExample, images_uint8, load_example_images, load_examples, to_float
 from xlxmert.utils.config import load_config, save_config
-from xlxmert.utils.seeding import numpy_rng, torch_generator
+from xlxmert.utils.seeding import numpy_rng
 from xlxmert.utils.weights import load_weights, save_weights
 
 CATEGORIES: tuple[str, ...] = ("shape", "color", "number", "position")
@@ -175,22 +175,99 @@ class MatcherConfig:
 
     image_size: int = 64
     widths: tuple[int, ...] = (32, 64, 128, 256)  # residual CNN stages (the evaluator's, to start from it)
-    cells: int = 8  # image tokens: a cells×cells grid
+    cells: int = 16  # image tokens: a cells×cells grid (16 = the stride-4 map at 64 px, one per centre cell)
+    cell_outputs: int = len(world.COLORS) * len(world.SHAPES) + 4  # the evaluator's centre-map channels
     dim: int = 128
-    layers: int = 2  # text self-attention layers
+    layers: int = 1  # caption-only self-attention layers (computed once per caption)
+    fusion_layers: int = 2  # per (caption, image) pair: self-attention, cross-attention to the cells, MLP
     heads: int = 4
     max_words: int = 24
     vocab: tuple[str, ...] = ()
     seed: int = 20202  # its own seed, unrelated to X-LXMERT's
 
+    @classmethod
+    def from_preset(cls, name: str) -> MatcherConfig:
+        if name not in MATCHER_PRESETS:
+            raise XLXMERTError(f"unknown matcher preset {name!r}; choose one of {sorted(MATCHER_PRESETS)}")
+        return MATCHER_PRESETS[name]
+
+
+MATCHER_PRESETS: dict[str, MatcherConfig] = {
+    "shapes-64": MatcherConfig(),
+    # The evaluator's "paper" preset (256 px, one more stage), so the CNN can start from it.
+    "paper": MatcherConfig(image_size=256, widths=(32, 64, 128, 256, 256)),
+}
+
+
+class _Attention(nn.Module):
+    """Multi-head attention whose keys/values can be computed once and reused (image cells are
+    shared by every caption an image is scored against)."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        if dim % heads:
+            raise XLXMERTError(f"MatcherConfig.dim {dim} is not a multiple of heads {heads}")
+        self.heads = heads
+        self.query = nn.Linear(dim, dim)
+        self.key_value = nn.Linear(dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # [P, heads, M, dim/heads]
+
+    def keys_values(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``context: [P, M, dim]`` → keys and values ``[P, heads, M, dim/heads]``."""
+        k, v = self.key_value(context).chunk(2, dim=-1)
+        return self._split(k), self._split(v)
+
+    def forward(
+        self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``x: [P, L, dim]`` attends to ``k, v``; ``keep: BoolTensor[P, 1, 1, M]`` (True = may attend)."""
+        out = F.scaled_dot_product_attention(self._split(self.query(x)), k, v, attn_mask=keep)
+        return self.out(out.transpose(1, 2).flatten(2))
+
+
+class FusionLayer(nn.Module):
+    """One cross-modal layer over a caption's words (pre-norm residual): the words attend to each
+    other, then to the image cells, then an MLP. Stacked, a word can first find what it names
+    ("red", "circle") and then combine it with its neighbours' findings (is the red thing the circle?
+    is it left of the square?), which a per-word best-cell score cannot."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.self_norm = nn.LayerNorm(dim)
+        self.self_attn = _Attention(dim, heads)
+        self.cross_norm = nn.LayerNorm(dim)
+        self.image_norm = nn.LayerNorm(dim)
+        self.cross_attn = _Attention(dim, heads)
+        self.mlp_norm = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def image_keys(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``image: [B, cells², dim]`` → this layer's keys and values of the cells."""
+        return self.cross_attn.keys_values(self.image_norm(image))
+
+    def forward(
+        self, x: torch.Tensor, keep: torch.Tensor, image_k: torch.Tensor, image_v: torch.Tensor
+    ) -> torch.Tensor:
+        """``x: [P, L, dim]``, ``keep: BoolTensor[P, L]`` (False = padding), image keys/values of P pairs."""
+        h = self.self_norm(x)
+        x = x + self.self_attn(h, *self.self_attn.keys_values(h), keep[:, None, None, :])
+        x = x + self.cross_attn(self.cross_norm(x), image_k, image_v)
+        return x + self.mlp(self.mlp_norm(x))
+
 
 class ImageTextMatcher(nn.Module):
-    """Scores how well a caption matches an image.
+    """Scores how well a caption matches an image (a small cross-modal transformer).
 
-    The image is encoded once into ``cells²`` tokens (a residual CNN's stride-4 and top maps, pooled
-    to the grid, with learned positions); a caption once into contextual word tokens (``layers``
-    self-attention layers, so "circle" in "a red circle on the left" knows its colour and place).
-    A pair is scored by late interaction (:meth:`fuse`), which keeps 100-way R-precision cheap.
+    The image becomes ``cells²`` tokens: a residual CNN's stride-4 and top maps pooled to the grid,
+    projected, plus learned row and column embeddings (so "on the left", "above" can be read off).
+    A caption becomes ``[CLS]`` + word tokens (word + position embeddings, ``layers`` caption-only
+    self-attention layers, computed once per caption). A pair then goes through ``fusion_layers``
+    :class:`FusionLayer` s, in which the words attend to the image cells; the ``[CLS]`` token's
+    final state is mapped to the score. Trained against one-word swaps (:func:`hard_negative_pool`),
+    the score has to bind colour to shape and check relations, positions and counts.
     """
 
     def __init__(self, config: MatcherConfig):
@@ -201,25 +278,30 @@ class ImageTextMatcher(nn.Module):
             raise XLXMERTError("MatcherConfig.widths needs at least 3 stages")
         self.config = config
         self.word_index = {w: i for i, w in enumerate(config.vocab)}
+        dim = config.dim
         self.cnn = ResidualCNN(config.widths)
-        self.image_proj = nn.Linear(config.widths[2] + config.widths[-1], config.dim)
-        self.image_pos = nn.Parameter(torch.zeros(1, config.cells**2, config.dim))
-        self.word_emb = nn.Embedding(len(config.vocab), config.dim)
-        self.word_pos = nn.Parameter(torch.zeros(1, config.max_words + 1, config.dim))
+        mid, top = config.widths[2], config.widths[-1]
+        # The evaluator's centre-map head (same layout, so it can start from it): per stride-4 cell,
+        # hidden features that already say which colour–shape pair is centred there.
+        self.cell_head = nn.Sequential(
+            nn.Conv2d(mid + top, mid, 3, 1, 1), nn.ReLU(), nn.Conv2d(mid, config.cell_outputs, 1)
+        )
+        self.image_proj = nn.Linear(mid + config.cell_outputs, dim)
+        self.row_pos = nn.Parameter(torch.zeros(config.cells, 1, dim))
+        self.col_pos = nn.Parameter(torch.zeros(1, config.cells, dim))
+        self.word_emb = nn.Embedding(len(config.vocab), dim)
+        self.word_pos = nn.Parameter(torch.zeros(1, config.max_words + 1, dim))
         self.text_encoder = nn.TransformerEncoder(
             nn.TransformerEncoderLayer(
-                config.dim, config.heads, 4 * config.dim, dropout=0.0, batch_first=True, norm_first=True
+                dim, config.heads, 4 * dim, dropout=0.0, batch_first=True, norm_first=True
             ),
             config.layers,
             enable_nested_tensor=False,
         )
-        self.text_norm = nn.LayerNorm(config.dim)
-        self.image_norm = nn.LayerNorm(config.dim)
-        self.query = nn.Linear(config.dim, config.dim)
-        self.key = nn.Linear(config.dim, config.dim)
-        self.weight = nn.Linear(config.dim, 1)
-        nn.init.normal_(self.image_pos, std=0.02)
-        nn.init.normal_(self.word_pos, std=0.02)
+        self.fusion = nn.ModuleList(FusionLayer(dim, config.heads) for _ in range(config.fusion_layers))
+        self.head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 1))
+        for pos in (self.row_pos, self.col_pos, self.word_pos):
+            nn.init.normal_(pos, std=0.02)
 
     def init_from_evaluator(self, evaluator: nn.Module) -> None:
         """Start the CNN from a trained evaluator's backbone (same widths): it already tells colours,
@@ -229,86 +311,93 @@ class ImageTextMatcher(nn.Module):
                 f"matcher widths {self.config.widths} differ from the evaluator's {evaluator.config.widths}"
             )
         self.cnn.load_state_dict(evaluator.backbone.state_dict())
+        self.cell_head.load_state_dict(evaluator.center_head.state_dict())
 
-    def encode_captions(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(tokens: FloatTensor[C, 1 + max_words, dim], pad: BoolTensor[C, 1 + max_words])``."""
-        length = self.config.max_words + 1
-        ids = torch.zeros(len(captions), length, dtype=torch.long)
-        unk, cls = self.word_index["[UNK]"], self.word_index["[CLS]"]
-        for row, caption in enumerate(captions):
-            words = tokenize(caption)[: self.config.max_words]
-            ids[row, 0] = cls
-            ids[row, 1 : 1 + len(words)] = torch.tensor(
-                [self.word_index.get(w, unk) for w in words], dtype=torch.long
-            )
-        pad = ids == self.word_index["[PAD]"]
-        tokens = self.text_encoder(self.word_emb(ids) + self.word_pos, src_key_padding_mask=pad)
-        return tokens, pad
-
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """``images: FloatTensor[B, 3, H, W] in [-1, 1]`` → image tokens ``FloatTensor[B, cells², dim]``."""
+    # ------------------------------------------------------------------ image side
+    def grid_features(self, images: torch.Tensor) -> torch.Tensor:
+        """``images: FloatTensor[B, 3, H, W] in [-1, 1]`` → CNN features ``FloatTensor[B, cells², C]``."""
         size = self.config.image_size
         if images.shape[-2:] != (size, size):
             images = F.interpolate(
                 images, size=(size, size), mode="bilinear", align_corners=False, antialias=True
             )
         maps = self.cnn(images)
-        cells = self.config.cells
-        grid = torch.cat(
-            [F.adaptive_avg_pool2d(maps[2], cells), F.adaptive_avg_pool2d(maps[-1], cells)], dim=1
-        )
-        return self.image_proj(grid.flatten(2).transpose(1, 2)) + self.image_pos
+        mid = maps[2]
+        context = F.interpolate(maps[-1], size=mid.shape[-2:], mode="nearest")
+        hidden = self.cell_head[1](self.cell_head[0](torch.cat([mid, context], dim=1)))
+        grid = torch.cat([hidden, self.cell_head[2](hidden)], dim=1)
+        return F.adaptive_avg_pool2d(grid, self.config.cells).flatten(2).transpose(1, 2)
 
-    def fuse(self, text: torch.Tensor, pad: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        """Scores ``FloatTensor[P]`` of P (caption, image) pairs.
+    def embed_grid(self, grid: torch.Tensor) -> torch.Tensor:
+        """``grid: FloatTensor[B, cells², C]`` (:meth:`grid_features`) → image tokens ``[B, cells², dim]``."""
+        return self.image_proj(grid) + (self.row_pos + self.col_pos).flatten(0, 1)
 
-        ``text: [P, L, dim]`` and ``pad: [P, L]`` from :meth:`encode_captions`, ``image: [P, cells², dim]``.
-        Late interaction: every (contextualised) word looks for its best-matching image cell
-        (a soft maximum over cells); the caption's score is a learned weighting of its words' scores,
-        so a caption matches only if each of its important words is shown somewhere.
-        """
-        q, weights = self._words(text, pad)
-        return self._interact(q, weights, self._keys(image))
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """``images: FloatTensor[B, 3, H, W] in [-1, 1]`` → image tokens ``FloatTensor[B, cells², dim]``."""
+        return self.embed_grid(self.grid_features(images))
 
-    def cross_scores(self, text: torch.Tensor, pad: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-        """Scores ``FloatTensor[I, T]`` of every image ``image: [I, cells², dim]`` with every caption
-        ``text: [T, L, dim]`` (the same scoring as :meth:`fuse`, for in-batch negatives)."""
-        q, weights = self._words(text, pad)
-        k = self._keys(image)
-        word_scores = torch.logsumexp(torch.einsum("tld,icd->itlc", q, k), dim=-1)  # [I, T, L]
-        return (weights.unsqueeze(0) * word_scores).sum(dim=-1)
+    def image_keys(self, image: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Image tokens ``[B, cells², dim]`` → keys and values ``[B, heads, cells², dim/heads]`` per fusion
+        layer (computed once per image, shared by every caption it is scored against)."""
+        return [layer.image_keys(image) for layer in self.fusion]
 
-    def _keys(self, image: torch.Tensor) -> torch.Tensor:
-        return self.key(self.image_norm(image))
+    # ------------------------------------------------------------------ text side
+    def encode_captions(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(tokens: FloatTensor[C, 1 + W, dim], keep: BoolTensor[C, 1 + W])``, W the longest caption's
+        word count (at most ``max_words``); ``keep`` is False on padding."""
+        words = [tokenize(c)[: self.config.max_words] for c in captions]
+        length = 1 + max((len(w) for w in words), default=0)
+        ids = torch.zeros(len(captions), length, dtype=torch.long)
+        unk = self.word_index["[UNK]"]
+        ids[:, 0] = self.word_index["[CLS]"]
+        for row, ws in enumerate(words):
+            ids[row, 1 : 1 + len(ws)] = torch.tensor(
+                [self.word_index.get(w, unk) for w in ws], dtype=torch.long
+            )
+        keep = ids != self.word_index["[PAD]"]
+        tokens = self.text_encoder(self.word_emb(ids) + self.word_pos[:, :length], src_key_padding_mask=~keep)
+        return tokens, keep
 
-    @staticmethod
-    def _interact(q: torch.Tensor, weights: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-        word_scores = torch.logsumexp(torch.bmm(q, k.transpose(1, 2)), dim=-1)  # [P, L]
-        return (weights * word_scores).sum(dim=-1)
+    # ------------------------------------------------------------------ pairs
+    def fuse(
+        self, text: torch.Tensor, keep: torch.Tensor, keys: Sequence[tuple[torch.Tensor, torch.Tensor]]
+    ) -> torch.Tensor:
+        """Scores ``FloatTensor[P]`` of P (caption, image) pairs: ``text: [P, L, dim]``, ``keep: [P, L]``
+        from :meth:`encode_captions`, ``keys`` from :meth:`image_keys` (one row per pair)."""
+        x = text
+        for layer, (k, v) in zip(self.fusion, keys):
+            x = layer(x, keep, k, v)
+        return self.head(x[:, 0]).squeeze(-1)
 
-    def _words(self, text: torch.Tensor, pad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        q = self.query(self.text_norm(text)) / text.shape[-1] ** 0.5
-        weights = self.weight(text).squeeze(-1).masked_fill(pad, float("-inf")).softmax(dim=-1)
-        return q, weights
+    def pair_scores(
+        self,
+        text: torch.Tensor,
+        keep: torch.Tensor,
+        keys: Sequence[tuple[torch.Tensor, torch.Tensor]],
+        text_idx: torch.Tensor,
+        image_idx: torch.Tensor,
+    ) -> torch.Tensor:
+        """Scores ``FloatTensor[P]`` of caption ``text_idx[p]`` with image ``image_idx[p]``."""
+        return self.fuse(text[text_idx], keep[text_idx], [(k[image_idx], v[image_idx]) for k, v in keys])
 
     @torch.no_grad()
     def score(
-        self, images: torch.Tensor, captions: Sequence[Sequence[str]], chunk: int = 1024
+        self, images: torch.Tensor, captions: Sequence[Sequence[str]], chunk: int = 512
     ) -> torch.Tensor:
         """Scores ``FloatTensor[B, K]``: each of B images against its own K captions."""
         self.eval()
         k = len(captions[0])
         if any(len(c) != k for c in captions):
             raise XLXMERTError("score() needs the same number of captions for every image")
-        keys = self._keys(self.encode_images(images))
+        keys = self.image_keys(self.encode_images(images))
         unique = sorted({c for row in captions for c in row})
         where = {c: i for i, c in enumerate(unique)}
-        q, weights = self._words(*self.encode_captions(unique))
+        text, keep = self.encode_captions(unique)
         text_idx = torch.tensor([where[c] for row in captions for c in row])
         image_idx = torch.arange(len(captions)).repeat_interleave(k)
         out = torch.cat(
             [
-                self._interact(q[t], weights[t], keys[i])
+                self.pair_scores(text, keep, keys, t, i)
                 for t, i in zip(text_idx.split(chunk), image_idx.split(chunk))
             ]
         )
@@ -341,17 +430,45 @@ def build_vocab(captions: Sequence[str]) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class MatcherTrainingConfig:
-    """Contrastive training: each image's caption against the batch's other captions (easy
-    negatives) and ``hard_negatives`` one-word swaps of its own caption (softmax cross-entropy)."""
+    """Contrastive training: each image's caption against ``easy_negatives`` captions of the batch's
+    other images and ``hard_negatives`` one-word swaps of its own caption (softmax cross-entropy over
+    the 1 + easy + hard candidates; a negative that happens to be true of the scene is masked)."""
 
-    steps: int = 1500
+    steps: int = 1000
     batch_size: int = 32
-    hard_negatives: int = 4
+    easy_negatives: int = 7
+    hard_negatives: int = 8
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    noise_std: float = 0.03
-    pretrained_cnn_lr_scale: float = 0.3  # a CNN started from the evaluator is only fine-tuned
+    warmup: float = 0.05  # share of the steps with a rising learning rate
     seed: int = 20202
+
+
+def _sample_negatives(
+    examples: Sequence[EvalExample],
+    idx: np.ndarray,
+    positives: list[str],
+    pools: dict[tuple[int, str], list[str]],
+    training: MatcherTrainingConfig,
+    rng: np.random.Generator,
+) -> tuple[list[list[str]], torch.Tensor]:
+    """Per image of the batch: ``[positive, easy..., hard...]`` candidates and a BoolTensor[B, K]
+    of those that are valid negatives (False: true of the scene, or the positive itself)."""
+    b = len(idx)
+    rows, valid = [], []
+    for row, i in enumerate(idx):
+        ex = examples[i]
+        others = [positives[j] for j in range(b) if j != row]
+        easy = [others[int(j)] for j in rng.choice(len(others), size=training.easy_negatives)]
+        key = (int(i), positives[row])
+        if key not in pools:
+            pools[key] = hard_negative_pool(positives[row], ex.scene)
+        pool = pools[key] or others  # a caption without swappable words: more easy negatives
+        hard = [pool[int(j)] for j in rng.integers(len(pool), size=training.hard_negatives)]
+        candidates = [positives[row], *easy, *hard]
+        rows.append(candidates)
+        valid.append([True] + [c != positives[row] and _is_false(c, ex.scene) for c in candidates[1:]])
+    return rows, torch.tensor(valid)
 
 
 def train_matcher(
@@ -367,8 +484,10 @@ def train_matcher(
 ) -> ImageTextMatcher:
     """Train the matching surrogate on ``data_root/split`` and save it to ``out``.
 
-    ``evaluator``: a trained :class:`ShapeSceneEvaluator` whose backbone initialises the matcher's
-    CNN (its widths are then taken from the evaluator); the CNN is fine-tuned at a lower rate.
+    ``evaluator``: a trained :class:`ShapeSceneEvaluator` whose backbone becomes the matcher's CNN
+    (its widths and image size are then taken from the evaluator) and stays frozen: its grid features
+    are computed once, and training only teaches the cross-modal layers to read them, which takes
+    minutes on a CPU. Without it the CNN is trained from scratch with the rest (much slower).
     """
     training = training or MatcherTrainingConfig()
     if steps is not None:
@@ -379,60 +498,50 @@ def train_matcher(
     config = config or MatcherConfig()
     if evaluator is not None:
         config = dataclasses.replace(
-            config, widths=tuple(evaluator.config.widths), image_size=evaluator.config.image_size
+            config,
+            widths=tuple(evaluator.config.widths),
+            image_size=evaluator.config.image_size,
+            cell_outputs=len(evaluator.config.pairs) + 4,
         )
     config = dataclasses.replace(config, vocab=build_vocab([c for ex in examples for c in ex.captions]))
     images = images_uint8(load_example_images(examples), config.image_size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = ImageTextMatcher(config)
-    if evaluator is not None:
+    frozen_cnn = evaluator is not None
+    if frozen_cnn:
         model.init_from_evaluator(evaluator)
-    gen = torch_generator(training.seed)
-    rng = numpy_rng(training.seed)
-    cnn = list(model.cnn.parameters())
-    cnn_ids = {id(p) for p in cnn}
-    rest = [p for p in model.parameters() if id(p) not in cnn_ids]
-    cnn_lr = training.lr * (training.pretrained_cnn_lr_scale if evaluator is not None else 1.0)
-    opt = torch.optim.AdamW(
-        [{"params": rest, "lr": training.lr}, {"params": cnn, "lr": cnn_lr}],
-        weight_decay=training.weight_decay,
-        betas=(0.9, 0.98),
-    )
+        model.cnn.requires_grad_(False)
+        model.cell_head.requires_grad_(False)
+        with torch.no_grad():
+            model.eval()
+            grids = torch.cat(
+                [model.grid_features(to_float(images[s : s + 64])).half() for s in range(0, len(images), 64)]
+            )
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=training.lr, weight_decay=training.weight_decay, betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=[training.lr, cnn_lr], total_steps=max(training.steps, 1), pct_start=0.1
+        opt, max_lr=training.lr, total_steps=max(training.steps, 1), pct_start=training.warmup
     )
-    pools: dict[tuple[int, int], list[str]] = {}
+    rng = numpy_rng(training.seed)
+    pools: dict[tuple[int, str], list[str]] = {}
     model.train()
     bar = tqdm(range(training.steps), desc="matcher", disable=not progress)
     for _ in bar:
         idx = rng.choice(len(examples), size=min(training.batch_size, len(examples)), replace=False)
-        positives, hard = [], []
-        for i in idx:
-            ex = examples[i]
-            c = int(rng.integers(len(ex.captions)))
-            positives.append(ex.captions[c])
-            if (i, c) not in pools:
-                pools[(i, c)] = hard_negative_pool(ex.captions[c], ex.scene)
-            pool = pools[(i, c)] or [examples[int(rng.integers(len(examples)))].captions[0]]
-            hard.extend(pool[int(j)] for j in rng.integers(len(pool), size=training.hard_negatives))
-        x = to_float(images[torch.as_tensor(idx)])
-        if training.noise_std > 0:
-            x = x + training.noise_std * torch.randn(x.shape, generator=gen)
-        image = model.encode_images(x)
-        text, pad = model.encode_captions(positives + hard)
-        b = len(positives)
-        # Each image against every caption of the batch (other images' captions are the easy
-        # negatives; a duplicate of its own caption is masked) and its own hard negatives.
-        in_batch = model.cross_scores(text[:b], pad[:b], image)
-        same = torch.tensor([[p == q for q in positives] for p in positives])
-        same &= ~torch.eye(b, dtype=torch.bool)
-        in_batch = in_batch.masked_fill(same, float("-inf"))
-        hard_scores = model.fuse(
-            text[b:], pad[b:], image.repeat_interleave(training.hard_negatives, dim=0)
-        ).view(b, training.hard_negatives)
-        logits = torch.cat([in_batch, hard_scores], dim=1)
-        loss = F.cross_entropy(logits, torch.arange(b))
+        positives = [examples[i].captions[int(rng.integers(len(examples[i].captions)))] for i in idx]
+        rows, valid = _sample_negatives(examples, idx, positives, pools, training, rng)
+        batch = torch.as_tensor(idx)
+        grid = grids[batch].float() if frozen_cnn else model.grid_features(to_float(images[batch]))
+        keys = model.image_keys(model.embed_grid(grid))
+        unique = sorted({c for row in rows for c in row})
+        where = {c: j for j, c in enumerate(unique)}
+        text, keep = model.encode_captions(unique)
+        k = len(rows[0])
+        text_idx = torch.tensor([where[c] for row in rows for c in row])
+        logits = model.pair_scores(text, keep, keys, text_idx, torch.arange(len(rows)).repeat_interleave(k))
+        logits = logits.view(len(rows), k).masked_fill(~valid, float("-inf"))
+        loss = F.cross_entropy(logits, torch.zeros(len(rows), dtype=torch.long))
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Regenerates the README gallery with the shipped default model (run from the repository root).
+set -euo pipefail
+X=${XLXMERT:-.venv/bin/xlxmert}
+OUT=docs/gallery
+$X paint "a red circle to the left of a blue square at night" \
+         "two green stars in the snow" \
+         "a yellow triangle above a purple cross on the sand" \
+         "a large orange diamond in the fog" \
+         "three shapes at night" \
+         "a blue star in the top left corner" \
+         -o $OUT/paint.png --seed 0
+$X paint "a red circle to the left of a blue square at night" -o $OUT/strip.png --sampler mask-predict --steps 4 --strip --seed 0
+$X data shapes --out /tmp/xlxmert-gallery --split test --n 4 --seed 7 >/dev/null
+cp /tmp/xlxmert-gallery/test/images/shapes_test_000001.png $OUT/scene.png
+$X caption $OUT/scene.png > $OUT/caption.txt
+$X answer $OUT/scene.png "where is this" > $OUT/answer.txt
