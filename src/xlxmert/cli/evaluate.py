@@ -68,6 +68,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         metrics=parse_metrics(args.metrics),
         sampler=args.sampler,
         steps=args.steps,
+        temperature=args.temperature,
+        anneal=args.anneal,
         seed=args.seed,
         batch_size=args.batch_size,
         feature_network=args.feature_network,
@@ -110,6 +112,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     ev.add_argument("--sampler", default="mask-predict", choices=SAMPLER_NAMES)
     ev.add_argument("--steps", type=_positive, default=4, help="sampling steps (Mask-Predict-K: K)")
+    ev.add_argument("--temperature", type=float, default=0.0, help="0 = argmax (the paper); > 0 samples ids")
+    ev.add_argument("--anneal", action="store_true", help="decay the temperature linearly to 0")
     ev.add_argument(
         "--n", type=_positive, default=500, help="number of split images to evaluate (default 500)"
     )

@@ -86,6 +86,8 @@ class EvaluationConfig:
     metrics: tuple[str, ...] = METRICS
     sampler: str = "mask-predict"
     steps: int | None = 4
+    temperature: float = 0.0  # 0: argmax (the paper)
+    anneal: bool = False  # temperature decays linearly to 0 over the steps (MaskGIT)
     seed: int = 0
     batch_size: int = 16
     easy_negatives: int = 99
@@ -266,6 +268,8 @@ def _settings_key(config: EvaluationConfig, examples: Sequence[EvalExample], cap
         "split": config.split,
         "sampler": config.sampler,
         "steps": config.steps,
+        "temperature": config.temperature,
+        "anneal": config.anneal,
         "seed": config.seed,
         "captions": digest[:16],
     }
@@ -310,6 +314,8 @@ def _paint(
             sampler=config.sampler,
             steps=config.steps,
             seed=config.seed,
+            temperature=config.temperature,
+            anneal=config.anneal,
         )
         images.extend(out.images)
     return images
@@ -616,7 +622,9 @@ def markdown_report(results: dict[str, Any]) -> str:
     lines = [
         f"# Evaluation on ShapeScenes `{cfg['split']}` ({results['num_images']} images)",
         "",
-        f"Sampler `{cfg['sampler']}`, steps {cfg['steps']}, seed {cfg['seed']}. "
+        f"Sampler `{cfg['sampler']}`, steps {cfg['steps']}, "
+        f"temperature {cfg.get('temperature', 0.0)}{' annealed to 0' if cfg.get('anneal') else ''}, "
+        f"seed {cfg['seed']}. "
         "Percentages except IS and FID. IS/FID in the evaluator network's feature space (not "
         "Inception-v3); R-precision and semantic accuracy scored by the independent matching "
         "surrogate. Facts are read off each image by the evaluator.",

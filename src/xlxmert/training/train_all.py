@@ -56,9 +56,9 @@ class TrainAllConfig:
     pretrain_steps: int = 1500
     pretrain_batch_size: int | None = 32  # None: the pretraining preset's
     mixed_precision: str = "bf16"  # pretraining autocast: "no", "bf16" or "fp16"
-    evaluator_steps: int = 3000
-    matcher_steps: int = 1500
-    eval_n: int = 500
+    evaluator_steps: int = 1000
+    matcher_steps: int = 600
+    eval_n: int = 300
     eval_sampler: str = "mask-predict"
     eval_steps: int | None = 4
 
