@@ -10,7 +10,7 @@ $X paint "a red circle to the left of a blue square at night" \
          "three shapes at night" \
          "a blue star in the top left corner" \
          -o $OUT/paint.png --seed 0
-$X paint "a red circle to the left of a blue square at night" -o $OUT/strip.png --sampler mask-predict --steps 4 --strip --seed 0
+$X paint "a red circle to the left of a blue square at night" -o $OUT/steps.png --sampler mask-predict --steps 4 --strip --seed 0
 $X data shapes --out /tmp/xlxmert-gallery --split test --n 4 --seed 7 >/dev/null
 cp /tmp/xlxmert-gallery/test/images/shapes_test_000001.png $OUT/scene.png
 $X caption $OUT/scene.png > $OUT/caption.txt
