@@ -32,9 +32,8 @@ from xlxmert.data.shapes import world
 from xlxmert.data.shapes.scene import Scene, SceneObject
 from xlxmert.errors import XLXMERTError
 from xlxmert.evaluation.split import EvalExample, images_uint8, load_example_images, load_examples, to_float
-from xlxmert.utils.config import load_config, save_config
 from xlxmert.utils.seeding import torch_generator
-from xlxmert.utils.weights import load_weights, save_weights
+from xlxmert.utils.weights import PretrainedMixin
 
 
 @dataclass(frozen=True)
@@ -137,8 +136,11 @@ class EvaluatorOutput:
     size_logits: torch.Tensor  # FloatTensor[B, G, G]: > 0 means "large"
 
 
-class ShapeSceneEvaluator(nn.Module):
+class ShapeSceneEvaluator(PretrainedMixin, nn.Module):
     """Reads a ShapeScenes image and predicts its content (see the module docstring)."""
+
+    config_class = EvaluatorConfig
+    missing_hint = "train one: xlxmert evaluator train"
 
     def __init__(self, config: EvaluatorConfig):
         super().__init__()
@@ -219,23 +221,6 @@ class ShapeSceneEvaluator(nn.Module):
                 Scene(id=scene_id, place=self.config.places[int(places[b])], objects=tuple(objects))
             )
         return scenes
-
-    # ------------------------------------------------------------------ persistence
-    def save_pretrained(self, folder: str | Path) -> Path:
-        folder = Path(folder)
-        save_config(self.config, folder)
-        save_weights(self, folder)
-        return folder
-
-    @classmethod
-    def from_pretrained(cls, folder: str | Path) -> ShapeSceneEvaluator:
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise XLXMERTError(f"evaluator folder not found: {folder} (train one: xlxmert evaluator train)")
-        model = cls(load_config(EvaluatorConfig, folder))
-        load_weights(model, folder)
-        model.eval()
-        return model
 
 
 class EvaluatorFeatures(nn.Module):

@@ -35,9 +35,8 @@ from xlxmert.data.shapes.scene import Scene
 from xlxmert.errors import XLXMERTError
 from xlxmert.evaluation.evaluator import ResidualCNN
 from xlxmert.evaluation.split import EvalExample, images_uint8, load_example_images, load_examples, to_float
-from xlxmert.utils.config import load_config, save_config
 from xlxmert.utils.seeding import numpy_rng
-from xlxmert.utils.weights import load_weights, save_weights
+from xlxmert.utils.weights import PretrainedMixin
 
 CATEGORIES: tuple[str, ...] = ("shape", "color", "number", "position")
 
@@ -258,7 +257,7 @@ class FusionLayer(nn.Module):
         return x + self.mlp(self.mlp_norm(x))
 
 
-class ImageTextMatcher(nn.Module):
+class ImageTextMatcher(PretrainedMixin, nn.Module):
     """Scores how well a caption matches an image (a small cross-modal transformer).
 
     The image becomes ``cells²`` tokens: a residual CNN's stride-4 and top maps pooled to the grid,
@@ -269,6 +268,9 @@ class ImageTextMatcher(nn.Module):
     final state is mapped to the score. Trained against one-word swaps (:func:`hard_negative_pool`),
     the score has to bind colour to shape and check relations, positions and counts.
     """
+
+    config_class = MatcherConfig
+    missing_hint = "train one: xlxmert evaluator train"
 
     def __init__(self, config: MatcherConfig):
         super().__init__()
@@ -402,22 +404,6 @@ class ImageTextMatcher(nn.Module):
             ]
         )
         return out.view(len(captions), k)
-
-    def save_pretrained(self, folder: str | Path) -> Path:
-        folder = Path(folder)
-        save_config(self.config, folder)
-        save_weights(self, folder)
-        return folder
-
-    @classmethod
-    def from_pretrained(cls, folder: str | Path) -> ImageTextMatcher:
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise XLXMERTError(f"matcher folder not found: {folder} (train one: xlxmert evaluator train)")
-        model = cls(load_config(MatcherConfig, folder))
-        load_weights(model, folder)
-        model.eval()
-        return model
 
 
 def build_vocab(captions: Sequence[str]) -> tuple[str, ...]:

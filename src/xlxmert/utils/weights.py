@@ -57,3 +57,34 @@ def _tied_keys(module: torch.nn.Module) -> set[str]:
             tied.add(key)
         seen.add(ptr)
     return tied
+
+
+class PretrainedMixin:
+    """``save_pretrained`` / ``from_pretrained`` for an ``nn.Module`` built from its config alone.
+
+    A subclass sets ``config_class`` (a frozen dataclass) and ``missing_hint`` (what to run when
+    the folder is absent); the folder holds ``config.json`` beside ``model.safetensors``.
+    """
+
+    config_class: type
+    missing_hint: str = "train it first"
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        from xlxmert.utils.config import save_config
+
+        folder = Path(folder)
+        save_config(self.config, folder)
+        save_weights(self, folder)
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path):
+        from xlxmert.utils.config import load_config
+
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise XLXMERTError(f"{cls.__name__} folder not found: {folder} ({cls.missing_hint})")
+        model = cls(load_config(cls.config_class, folder))
+        load_weights(model, folder)
+        model.eval()
+        return model
