@@ -324,9 +324,18 @@ def _paint(
 def _paint_empty_caption(pipe, n: int, config: EvaluationConfig) -> list[Image.Image]:
     """The empty-caption control: the transformer reads only ``[CLS] [SEP]``.
 
-    One image, repeated: with argmax decoding the samplers are deterministic given no words.
+    Painted with the same sampler settings as the models' rows; one image, repeated (every
+    caption's draws are seeded alike, so with no words every image would be the same).
     """
-    out = pipe([""], sampler=config.sampler, steps=config.steps, seed=config.seed, allow_empty=True)
+    out = pipe(
+        [""],
+        sampler=config.sampler,
+        steps=config.steps,
+        seed=config.seed,
+        temperature=config.temperature,
+        anneal=config.anneal,
+        allow_empty=True,
+    )
     return out.images * n
 
 
