@@ -40,15 +40,23 @@ def _pick(rng: np.random.Generator, items: list):
     return items[int(rng.integers(len(items)))] if items else None
 
 
-def color_question(scene: Scene, rng: np.random.Generator) -> Question | None:
-    """ "what color is the circle": the object singled out without naming its colour."""
+def _singled_out(
+    scene: Scene, rng: np.random.Generator, attribute_sets: tuple[tuple[str, ...], ...]
+) -> tuple[SceneObject, str] | None:
+    """A random object that the first matching attribute set describes uniquely, with that
+    description ("circle", "large red"), or None when no object can be singled out so."""
     options = []
     for obj in scene.objects:
-        for attrs in (("shape",), ("size", "shape")):
+        for attrs in attribute_sets:
             if _unique_by(scene, obj, attrs):
                 options.append((obj, " ".join(getattr(obj, a) for a in attrs)))
                 break
-    choice = _pick(rng, options)
+    return _pick(rng, options)
+
+
+def color_question(scene: Scene, rng: np.random.Generator) -> Question | None:
+    """ "what color is the circle": the object singled out without naming its colour."""
+    choice = _singled_out(scene, rng, (("shape",), ("size", "shape")))
     if choice is None:
         return None
     obj, desc = choice
@@ -57,13 +65,7 @@ def color_question(scene: Scene, rng: np.random.Generator) -> Question | None:
 
 def shape_question(scene: Scene, rng: np.random.Generator) -> Question | None:
     """ "what shape is the red object": the object singled out without naming its shape."""
-    options = []
-    for obj in scene.objects:
-        for attrs in (("color",), ("size", "color")):
-            if _unique_by(scene, obj, attrs):
-                options.append((obj, " ".join(getattr(obj, a) for a in attrs)))
-                break
-    choice = _pick(rng, options)
+    choice = _singled_out(scene, rng, (("color",), ("size", "color")))
     if choice is None:
         return None
     obj, desc = choice
