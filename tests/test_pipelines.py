@@ -114,6 +114,22 @@ def test_empty_caption_is_admitted_for_the_evaluation_control(painter):
     assert tokens.input_ids[0, :3].tolist() == [tok.cls_id, tok.sep_id, tok.pad_id]
 
 
+def test_classifier_free_guidance(painter):
+    plain = painter(CAPTIONS, steps=4, seed=0, temperature=1.0)
+    assert torch.equal(painter(CAPTIONS, steps=4, seed=0, temperature=1.0, guidance_scale=1.0).ids, plain.ids)
+    # Scale 0 keeps only the unconditional (empty-caption) prediction: every caption paints alike.
+    empty = painter([""], steps=4, seed=0, temperature=1.0, allow_empty=True)
+    zero = painter(CAPTIONS, steps=4, seed=0, temperature=1.0, guidance_scale=0.0)
+    assert all(torch.equal(row, empty.ids[0]) for row in zero.ids)
+    guided = painter(CAPTIONS, steps=4, seed=0, temperature=1.0, guidance_scale=4.0)
+    assert not torch.equal(guided.ids, plain.ids)
+    assert torch.equal(
+        guided.ids, painter(CAPTIONS, steps=4, seed=0, temperature=1.0, guidance_scale=4.0).ids
+    )
+    with pytest.raises(XLXMERTError, match="guidance_scale"):
+        painter(CAPTIONS, guidance_scale=-1.0)
+
+
 def test_save_pretrained_round_trip(painter, tmp_path):
     painter.save_pretrained(tmp_path / "copy")
     copy = PaintPipeline.from_pretrained(tmp_path / "copy")

@@ -115,7 +115,7 @@ MODEL = XLxmertConfig.from_preset(
 )
 
 
-def run(tiny, out, model=MODEL, features=False, **overrides):
+def run(tiny, out, model=MODEL, features=False, init_from=None, **overrides):
     config = PretrainConfig.from_preset(
         "shapes-64",
         **{
@@ -137,6 +137,7 @@ def run(tiny, out, model=MODEL, features=False, **overrides):
         config,
         features_dir=tiny["feats"] if features else None,
         progress=False,
+        init_from=init_from,
     )
 
 
@@ -321,3 +322,72 @@ def test_resume_with_other_settings_is_refused(tiny, tmp_path):
     run(tiny, out, steps=3)
     with pytest.raises(pt.XLXMERTError, match="other settings"):
         run(tiny, out, steps=3, lr=1e-3)
+
+
+def test_caption_dropout_empties_only_visual_masking_texts(tiny):
+    data = pt.load_pretrain_data(tiny["data"], tiny["vocab"], "train", None)
+    tok = TextTokenizer.from_pretrained(tiny["tok"])
+    config = PretrainConfig.from_preset("shapes-64", steps=1, batch_size=8, lr=1e-3, caption_dropout=0.5)
+    examples = np.arange(64)
+
+    def lengths(task, seed=0, cfg=config):
+        batch = pt.make_batch(task, examples, data, tok, cfg, N * N, 4, torch.Generator().manual_seed(seed))
+        return batch.attention_mask.sum(1)
+
+    visual = lengths("visual")
+    assert 10 < int((visual == 2).sum()) < 54  # [CLS] [SEP] only: about half of 64
+    assert torch.equal(visual, lengths("visual"))  # drawn from the step's generator
+    assert bool((lengths("text") > 2).all()) and bool((lengths("match") > 2).all())
+    assert bool(
+        (
+            lengths("visual", cfg=PretrainConfig.from_preset("shapes-64", steps=1, batch_size=8, lr=1e-3)) > 2
+        ).all()
+    )
+    with pytest.raises(pt.XLXMERTError, match="caption_dropout"):
+        PretrainConfig.from_preset("shapes-64", steps=1, batch_size=8, lr=1e-3, caption_dropout=1.0)
+
+
+def test_batch_to_moves_every_tensor(tiny):
+    data = pt.load_pretrain_data(tiny["data"], tiny["vocab"], "train", None)
+    tok = TextTokenizer.from_pretrained(tiny["tok"])
+    config = PretrainConfig.from_preset("shapes-64", steps=1, batch_size=8, lr=1e-3)
+    batch = pt.make_batch("visual", np.arange(8), data, tok, config, N * N, 4, torch.Generator())
+    moved = batch.to("meta")
+    tensors = [v for v in vars(moved).values() if isinstance(v, torch.Tensor)]
+    assert len(tensors) >= 4 and all(t.device.type == "meta" for t in tensors)
+    assert moved.task == "visual" and batch.input_ids.device.type == "cpu"
+
+
+def test_init_from_starts_at_the_given_weights(tiny, tmp_path):
+    first = run(tiny, tmp_path / "first", steps=6)
+    # A near-zero learning rate: the continued run must still hold the first run's weights.
+    again = run(tiny, tmp_path / "again", steps=1, lr=1e-12, warmup_ratio=0.0, init_from=tmp_path / "first")
+    for (name, a), b in zip(first.state_dict().items(), again.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
+    fresh = run(tiny, tmp_path / "fresh", steps=1, lr=1e-12)
+    assert not torch.allclose(
+        fresh.bert.embeddings.word_embeddings.weight, first.bert.embeddings.word_embeddings.weight
+    )
+    wider = XLxmertConfig(**{**MODEL.__dict__, "hidden_size": 32})
+    with pytest.raises(pt.XLXMERTError, match="another transformer config"):
+        run(tiny, tmp_path / "wider", model=wider, steps=1, init_from=tmp_path / "first")
+
+
+def test_cli_continues_a_run_with_caption_dropout_and_plain_features(tiny, tmp_path, capsys):
+    common = ["pretrain", "--data", str(tiny["data"]), "--vocab", str(tiny["vocab"])]
+    common += ["--tokenizer", str(tiny["tok"]), "--batch-size", "4", "--eval-samples", "8", "--quiet"]
+    assert cli_main([*common, "--out", str(tmp_path / "a"), "--steps", "2", "--no-standardize-features"]) == 0
+    args = ["--out", str(tmp_path / "b"), "--steps", "2", "--init", str(tmp_path / "a")]
+    assert cli_main([*common, *args, "--caption-dropout", "0.3", "--no-standardize-features"]) == 0
+    saved = json.loads((tmp_path / "b" / "pretrain_config.json").read_text())
+    assert saved["caption_dropout"] == 0.3
+    assert (
+        json.loads((tmp_path / "b" / "transformer" / "config.json").read_text())["standardize_features"]
+        is False
+    )
+    capsys.readouterr()
+    # Standardized features: a different config from the run it would continue.
+    args = ["--out", str(tmp_path / "c"), "--steps", "2", "--init", str(tmp_path / "a")]
+    assert cli_main([*common, *args, "--standardize-features"]) == 1
+    err = capsys.readouterr().err
+    assert "another transformer config" in err and len(err.strip().splitlines()) == 1

@@ -13,8 +13,14 @@ from xlxmert.data.shapes.scene import load_scenes
 from xlxmert.data.shapes.world import HELD_OUT_PAIRS, PLACES, REGIONS, SHAPES, SPLITS
 from xlxmert.errors import XLXMERTError
 
-FILES = ("captions_{}.json", "scenes_{}.json", "questions_{}.json", "annotations_{}.json", "gqa_{}.json",
-         "nlvr2_{}.jsonl")
+FILES = (
+    "captions_{}.json",
+    "scenes_{}.json",
+    "questions_{}.json",
+    "annotations_{}.json",
+    "gqa_{}.json",
+    "nlvr2_{}.jsonl",
+)
 
 
 def _files(split_dir):
@@ -44,8 +50,9 @@ def test_split_has_the_spec_files(tiny_shapes):
             for o in s["objects"]:
                 assert set(o) == {"shape", "color", "size", "cx", "cy", "bbox"}
                 half = {"small": 0.1, "large": 0.17}[o["size"]]
-                assert o["bbox"] == pytest.approx([o["cx"] - half, o["cy"] - half, o["cx"] + half,
-                                                   o["cy"] + half], abs=1e-4)
+                assert o["bbox"] == pytest.approx(
+                    [o["cx"] - half, o["cy"] - half, o["cx"] + half, o["cy"] + half], abs=1e-4
+                )
     assert len(load_scenes(tiny_shapes / "val")) == 16
 
 
@@ -56,13 +63,28 @@ def test_vqa_and_gqa_schemas(tiny_shapes):
     assert set(anns) >= {"info", "data_type", "data_subtype", "license", "annotations"}
     assert [q["question_id"] for q in qs["questions"]] == [a["question_id"] for a in anns["annotations"]]
     for a in anns["annotations"]:
-        assert set(a) == {"question_id", "image_id", "question_type", "answer_type",
-                          "multiple_choice_answer", "answers"}
+        assert set(a) == {
+            "question_id",
+            "image_id",
+            "question_type",
+            "answer_type",
+            "multiple_choice_answer",
+            "answers",
+        }
         assert len(a["answers"]) == 10 and [x["answer_id"] for x in a["answers"]] == list(range(1, 11))
-        assert all(x["answer"] == a["multiple_choice_answer"] and x["answer_confidence"] == "yes"
-                   for x in a["answers"])
+        assert all(
+            x["answer"] == a["multiple_choice_answer"] and x["answer_confidence"] == "yes"
+            for x in a["answers"]
+        )
     assert Counter(a["question_type"] for a in anns["annotations"]).keys() == {
-        "color", "shape", "count", "exist", "position", "relation", "place"}
+        "color",
+        "shape",
+        "count",
+        "exist",
+        "position",
+        "relation",
+        "place",
+    }
     gqa = _read(d, "gqa_{}.json")
     keys = {"imageId", "question", "answer", "fullAnswer", "types"}
     assert gqa and all(set(v) >= keys for v in gqa.values())
@@ -71,8 +93,10 @@ def test_vqa_and_gqa_schemas(tiny_shapes):
     types = {str(a["question_id"]): a["question_type"] for a in anns["annotations"]}
     assert {types[k] for k in gqa} == {"position", "relation"}
     assert sum(t in ("position", "relation") for t in types.values()) == len(gqa)
-    assert all(by_id[k]["question"] == v["question"] and str(by_id[k]["image_id"]) == v["imageId"]
-               for k, v in gqa.items())
+    assert all(
+        by_id[k]["question"] == v["question"] and str(by_id[k]["image_id"]) == v["imageId"]
+        for k, v in gqa.items()
+    )
 
 
 def _same_bytes(a, b):
@@ -115,6 +139,7 @@ def test_every_caption_is_short_and_true(tiny_shapes):
 
 # --- an independent re-derivation of the answers -------------------------------------------------
 
+
 def _third(v):
     if abs(v - 1 / 3) <= 0.04 or abs(v - 2 / 3) <= 0.04:
         return None
@@ -122,16 +147,23 @@ def _third(v):
 
 
 def _region(o):
-    names = [["top left", "top", "top right"], ["left", "center", "right"],
-             ["bottom left", "bottom", "bottom right"]]
+    names = [
+        ["top left", "top", "top right"],
+        ["left", "center", "right"],
+        ["bottom left", "bottom", "bottom right"],
+    ]
     r, c = _third(o.cy), _third(o.cx)
     return None if r is None or c is None else names[r][c]
 
 
 def _rel(a, b):
     dx, dy = b.cx - a.cx, b.cy - a.cy
-    for name, along, across in (("to the left of", dx, dy), ("to the right of", -dx, dy),
-                                ("above", dy, dx), ("below", -dy, dx)):
+    for name, along, across in (
+        ("to the left of", dx, dy),
+        ("to the right of", -dx, dy),
+        ("above", dy, dx),
+        ("below", -dy, dx),
+    ):
         if along >= 0.15 and along >= 2 * abs(across):
             return name
     return None
@@ -220,8 +252,17 @@ def test_nlvr2_labels_right_and_balanced(tiny_shapes):
         labels = Counter(x["label"] for x in lines)
         assert set(labels) == {"True", "False"} and abs(labels["True"] - labels["False"]) <= 1
         for x in lines:
-            assert set(x) >= {"identifier", "sentence", "label", "left_url", "right_url", "synset", "query",
-                              "writer", "directory"}
+            assert set(x) >= {
+                "identifier",
+                "sentence",
+                "label",
+                "left_url",
+                "right_url",
+                "synset",
+                "query",
+                "writer",
+                "directory",
+            }
             assert (d / x["left_url"]).is_file() and (d / x["right_url"]).is_file()
             truth = _statement_truth(x["sentence"], scenes[x["left_url"]], scenes[x["right_url"]])
             assert truth == (x["label"] == "True"), x
@@ -236,13 +277,16 @@ def test_bad_arguments_raise():
             generate_split(**args, progress=False)
 
 
-@pytest.mark.parametrize("extra", [
-    ["--n", "-3"],
-    ["--split", "dev"],
-    ["--size", "100"],
-    ["--n", "many"],
-    "UNWRITABLE",
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--n", "-3"],
+        ["--split", "dev"],
+        ["--size", "100"],
+        ["--n", "many"],
+        "UNWRITABLE",
+    ],
+)
 def test_cli_errors_are_one_line(extra, tmp_path, capsys):
     blocker = tmp_path / "file.txt"
     blocker.write_text("x")

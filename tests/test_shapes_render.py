@@ -20,9 +20,9 @@ def _nearest_is_object(img, obj_rgb, bg_rgb):
 def test_every_shape_matches_its_mask(size):
     objects = tuple(
         SceneObject(shape, color, "large" if k % 2 else "small", cx, cy)
-        for k, (shape, color, (cx, cy)) in enumerate(zip(
-            SHAPES, COLORS, [(0.2, 0.2), (0.8, 0.2), (0.2, 0.8), (0.8, 0.8), (0.5, 0.5), (0.5, 0.2)]
-        ))
+        for k, (shape, color, (cx, cy)) in enumerate(
+            zip(SHAPES, COLORS, [(0.2, 0.2), (0.8, 0.2), (0.2, 0.8), (0.8, 0.8), (0.5, 0.5), (0.5, 0.2)])
+        )
     )
     for obj in objects:
         scene = Scene(1, "night", (obj,))

@@ -74,8 +74,17 @@ def test_regions_and_dead_zones():
     assert region_of(_obj(cx=0.9, cy=0.9)) == "bottom right"
     assert region_of(_obj(cx=0.36, cy=0.5)) is None  # within 0.04 of x = 1/3
     assert region_of(_obj(cx=0.5, cy=0.70)) is None  # within 0.04 of y = 2/3
-    assert set(REGIONS) == {"top left", "top", "top right", "left", "center", "right", "bottom left",
-                            "bottom", "bottom right"}
+    assert set(REGIONS) == {
+        "top left",
+        "top",
+        "top right",
+        "left",
+        "center",
+        "right",
+        "bottom left",
+        "bottom",
+        "bottom right",
+    }
 
 
 def test_relations_follow_thresholds():
@@ -88,11 +97,15 @@ def test_relations_follow_thresholds():
 
 
 def test_describe_is_the_shortest_singling_description():
-    s = Scene(1, "fog", (
-        _obj("circle", "red", "small", 0.2, 0.2),
-        _obj("circle", "blue", "small", 0.8, 0.2),
-        _obj("square", "red", "large", 0.5, 0.7),
-    ))
+    s = Scene(
+        1,
+        "fog",
+        (
+            _obj("circle", "red", "small", 0.2, 0.2),
+            _obj("circle", "blue", "small", 0.8, 0.2),
+            _obj("square", "red", "large", 0.5, 0.7),
+        ),
+    )
     assert describe(s, s.objects[2]) == "square"
     assert describe(s, s.objects[0]) == "red circle"
     twins = Scene(2, "fog", (_obj(cx=0.2), _obj(cx=0.8)))
@@ -101,31 +114,38 @@ def test_describe_is_the_shortest_singling_description():
     assert describe(sized, sized.objects[1]) == "large red circle"
 
 
-SCENE = Scene(5, "night", (
-    _obj("circle", "red", "small", 0.15, 0.5),
-    _obj("square", "blue", "large", 0.6, 0.55),
-    _obj("square", "blue", "small", 0.85, 0.15),
-))
+SCENE = Scene(
+    5,
+    "night",
+    (
+        _obj("circle", "red", "small", 0.15, 0.5),
+        _obj("square", "blue", "large", 0.6, 0.55),
+        _obj("square", "blue", "small", 0.85, 0.15),
+    ),
+)
 
 
-@pytest.mark.parametrize("caption, expected", [
-    ("a red circle, a large blue square and a small blue square at night", True),
-    ("a red circle and two blue squares at night", True),  # size words are optional for counts
-    ("a red circle and a large blue square at night", False),  # not every object
-    ("a red circle to the left of a large blue square", True),
-    ("a red circle to the right of a large blue square", False),
-    ("a blue square to the left of a red circle", False),  # "blue square" is ambiguous
-    ("a red circle on the left", True),
-    ("a circle in the center", False),
-    ("three shapes at night", True),
-    ("four shapes at night", False),
-    ("a circle and two squares", True),
-    ("a circle and a square", False),
-    ("a small blue square in the snow", False),
-    ("a small blue square at night", True),
-    ("a green circle at night", False),
-    ("purple elephants dance", False),
-])
+@pytest.mark.parametrize(
+    "caption, expected",
+    [
+        ("a red circle, a large blue square and a small blue square at night", True),
+        ("a red circle and two blue squares at night", True),  # size words are optional for counts
+        ("a red circle and a large blue square at night", False),  # not every object
+        ("a red circle to the left of a large blue square", True),
+        ("a red circle to the right of a large blue square", False),
+        ("a blue square to the left of a red circle", False),  # "blue square" is ambiguous
+        ("a red circle on the left", True),
+        ("a circle in the center", False),
+        ("three shapes at night", True),
+        ("four shapes at night", False),
+        ("a circle and two squares", True),
+        ("a circle and a square", False),
+        ("a small blue square in the snow", False),
+        ("a small blue square at night", True),
+        ("a green circle at night", False),
+        ("purple elephants dance", False),
+    ],
+)
 def test_checker_judges_captions(caption, expected):
     assert facts.caption_is_true(caption, SCENE) is expected
 

@@ -210,3 +210,23 @@ def test_text_masking_never_touches_special_tokens():
     frac_same = (replaced == ids[chosen]).float().mean().item()
     assert abs(frac_mask - 0.8) < 0.02 and 0.08 < frac_same < 0.13  # 10% kept (+ random hits)
     assert not torch.isin(replaced[replaced != mask_id], torch.tensor(sorted(special))).any()
+
+
+def test_standardized_features_use_the_centroid_statistics():
+    model = tiny_model(standardize_features=True).eval()
+    with torch.no_grad():
+        model.mask_feat.normal_()
+    all_ids = (torch.arange(M) % K)[None]  # every cluster once in the first K cells
+    feats = model.visual_features(all_ids)[0, :K]
+    assert torch.allclose(feats.mean(0), torch.zeros(D), atol=1e-5)
+    assert torch.allclose(feats.std(0), torch.ones(D), atol=1e-4)
+    ids, mask, vids, vmask = inputs()
+    masked = model.visual_features(vids, None, vmask)
+    assert torch.equal(masked[vmask], model.mask_feat.expand(int(vmask.sum()), D))
+    plain = tiny_model(standardize_features=False).eval()
+    plain.load_state_dict(model.state_dict())
+    a = model(ids, mask, vids).visual_logits
+    assert not torch.allclose(a, plain(ids, mask, vids).visual_logits)
+    # New centroids bring new statistics.
+    model.set_centroids(model.centroids * 3 + 1)
+    assert torch.allclose(model.visual_features(all_ids)[0, :K].std(0), torch.ones(D), atol=1e-4)

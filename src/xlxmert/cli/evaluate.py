@@ -70,6 +70,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         steps=args.steps,
         temperature=args.temperature,
         anneal=args.anneal,
+        guidance_scale=args.guidance_scale,
         seed=args.seed,
         batch_size=args.batch_size,
         feature_network=args.feature_network,
@@ -114,6 +115,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--steps", type=_positive, default=4, help="sampling steps (Mask-Predict-K: K)")
     ev.add_argument("--temperature", type=float, default=0.0, help="0 = argmax (the paper); > 0 samples ids")
     ev.add_argument("--anneal", action="store_true", help="decay the temperature linearly to 0")
+    ev.add_argument(
+        "--guidance-scale", type=float, default=1.0, help="classifier-free guidance (1 = none, the paper)"
+    )
     ev.add_argument(
         "--n", type=_positive, default=500, help="number of split images to evaluate (default 500)"
     )

@@ -64,6 +64,7 @@ def _paint(args: argparse.Namespace) -> int:
             temperature=args.temperature,
             anneal=args.anneal,
             top_k=args.top_k,
+            guidance_scale=args.guidance_scale,
             return_intermediates=args.strip,
             noise=False if args.no_noise else None,
         )
@@ -148,6 +149,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling draws and the generator noise")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = argmax (the paper); > 0 samples ids")
     p.add_argument("--anneal", action="store_true", help="decay the temperature linearly to 0 over the steps")
+    p.add_argument(
+        "--guidance-scale", type=float, default=1.0, help="classifier-free guidance (1 = none, the paper)"
+    )
     p.add_argument("--top-k", type=int, help="sample only among the k most likely visual words")
     p.add_argument("--no-noise", action="store_true", help="switch off the generator's noise injection")
     p.add_argument(

@@ -10,6 +10,8 @@ def _pretrain(args: argparse.Namespace) -> int:
     from xlxmert.training.pretrain import PretrainConfig, pretrain
 
     model_overrides = {"variant": args.variant}
+    if args.standardize_features is not None:
+        model_overrides["standardize_features"] = args.standardize_features
     if args.visual_target is not None:
         model_overrides["visual_target"] = args.visual_target
     elif args.variant == "lxmert-grid":
@@ -24,6 +26,7 @@ def _pretrain(args: argparse.Namespace) -> int:
             "lr",
             "mask_prob",
             "ccc_data",
+            "caption_dropout",
             "task_choice",
             "seed",
             "checkpoint_every",
@@ -51,6 +54,7 @@ def _pretrain(args: argparse.Namespace) -> int:
         train_config,
         features_dir=args.features,
         progress=not args.quiet,
+        init_from=args.init,
     )
     print(
         f"wrote {args.out} ({model.config.variant}, "
@@ -71,7 +75,16 @@ def register(subparsers) -> None:
         ),
     )
     p.add_argument(
-        "--preset", default="shapes-64", choices=("shapes-64", "paper"), help="sizes (default shapes-64)"
+        "--preset",
+        default="shapes-64",
+        choices=("shapes-64", "shapes-64-large", "paper"),
+        help="sizes and optimisation (default shapes-64; shapes-64-large is its GPU version)",
+    )
+    p.add_argument(
+        "--standardize-features",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="standardize visual features by the centroids' statistics (default: the preset's)",
     )
     p.add_argument("--data", required=True, help="data root holding SPLIT/captions_SPLIT.json")
     p.add_argument("--vocab", required=True, help="visual vocabulary folder (xlxmert vocab build + assign)")
@@ -96,6 +109,15 @@ def register(subparsers) -> None:
         "--mask-prob", type=float, default=None, help="Bernoulli and BERT masking rate (default 0.15)"
     )
     p.add_argument("--ccc-data", default=None, choices=("captions", "all"), help="texts for visual masking")
+    p.add_argument(
+        "--caption-dropout",
+        type=float,
+        default=None,
+        help="visual masking: probability of the empty caption (for classifier-free guidance; default 0)",
+    )
+    p.add_argument(
+        "--init", default=None, metavar="MODEL_DIR", help="start from this model folder's transformer weights"
+    )
     p.add_argument("--task-choice", default=None, choices=("cycle", "random"), help="task per batch")
     p.add_argument("--no-qa", action="store_true", help="do not use VQA questions (no QA loss)")
     p.add_argument("--steps", type=int, default=None)

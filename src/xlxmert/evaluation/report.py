@@ -88,6 +88,7 @@ class EvaluationConfig:
     steps: int | None = 4
     temperature: float = 0.0  # 0: argmax (the paper)
     anneal: bool = False  # temperature decays linearly to 0 over the steps (MaskGIT)
+    guidance_scale: float = 1.0  # classifier-free guidance (1: none, the paper)
     seed: int = 0
     batch_size: int = 16
     easy_negatives: int = 99
@@ -270,6 +271,7 @@ def _settings_key(config: EvaluationConfig, examples: Sequence[EvalExample], cap
         "steps": config.steps,
         "temperature": config.temperature,
         "anneal": config.anneal,
+        "guidance_scale": config.guidance_scale,
         "seed": config.seed,
         "captions": digest[:16],
     }
@@ -316,6 +318,7 @@ def _paint(
             seed=config.seed,
             temperature=config.temperature,
             anneal=config.anneal,
+            guidance_scale=config.guidance_scale,
         )
         images.extend(out.images)
     return images
@@ -633,7 +636,7 @@ def markdown_report(results: dict[str, Any]) -> str:
         "",
         f"Sampler `{cfg['sampler']}`, steps {cfg['steps']}, "
         f"temperature {cfg.get('temperature', 0.0)}{' annealed to 0' if cfg.get('anneal') else ''}, "
-        f"seed {cfg['seed']}. "
+        f"guidance scale {cfg.get('guidance_scale', 1.0)}, seed {cfg['seed']}. "
         "Percentages except IS and FID. IS/FID in the evaluator network's feature space (not "
         "Inception-v3); R-precision and semantic accuracy scored by the independent matching "
         "surrogate. Facts are read off each image by the evaluator.",

@@ -49,6 +49,24 @@ CENTROIDS_FILE = "centroids.safetensors"
 ANSWERS_FILE = "answers.json"
 
 
+# Chosen for a CPU by measurement (benchmarks/bench_pretrain.py): the shapes vocabulary's 16×16 grid
+# makes 256 visual tokens, 4× the paper's; hidden 256 (4/2/2) costs ~4× this one's FLOPs.
+# grid/K/D/vocab/answers are replaced by the vocabulary, tokenizer and answer list at build time.
+_SHAPES_64: dict[str, Any] = dict(
+    vocab_size=256,
+    hidden_size=128,
+    num_attention_heads=4,
+    intermediate_size=512,
+    l_layers=3,
+    r_layers=2,
+    x_layers=2,
+    grid_size=16,
+    num_clusters=1024,
+    feature_dim=128,
+    num_answers=64,
+)
+
+
 @dataclass(frozen=True)
 class XLxmertConfig:
     """Sizes and switches of the transformer.
@@ -57,6 +75,10 @@ class XLxmertConfig:
     ``"lxmert-grid"`` (exact grid features in). ``visual_target``: ``"clusters"`` (CCC) or
     ``"regression"`` (MVFR, SmoothL1 to the features). The paper's X-LXMERT is (x-lxmert, clusters),
     its LXMERT+Grid is (lxmert-grid, regression); the other two are Table 3-style ablations.
+    ``standardize_features``: subtract the centroids' per-dimension mean and divide by their std
+    before the visual projection (not in the paper; grid features share a large common component
+    that the projection's LayerNorm would otherwise spend its range on). Off for the paper's sizes
+    and for checkpoints written before it existed.
     """
 
     vocab_size: int
@@ -74,6 +96,7 @@ class XLxmertConfig:
     variant: str = "x-lxmert"
     visual_target: str = "clusters"
     dropout: float = 0.1
+    standardize_features: bool = False
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         # BERT-base sizes, 9/5/5 layers, 10000 clusters of 2048-d fc6 features, 9500 QA answers.
@@ -90,22 +113,14 @@ class XLxmertConfig:
             feature_dim=2048,
             num_answers=9500,
         ),
-        # Chosen for a CPU by measurement (benchmarks/bench_pretrain.py): the shapes vocabulary's 16×16
-        # grid makes 256 visual tokens, 4× the paper's; hidden 256 (4/2/2) costs ~4× this one's FLOPs.
-        # grid/K/D/vocab/answers are replaced by the vocabulary, tokenizer and answer list at build time.
-        "shapes-64": dict(
-            vocab_size=256,
-            hidden_size=128,
-            num_attention_heads=4,
-            intermediate_size=512,
-            l_layers=3,
-            r_layers=2,
-            x_layers=2,
-            grid_size=16,
-            num_clusters=1024,
-            feature_dim=128,
-            num_answers=64,
-        ),
+        "shapes-64": _SHAPES_64,
+        # The GPU version of shapes-64 (scripts/pretrain_gpu.sh): 4× the width, same depth.
+        "shapes-64-large": {
+            **_SHAPES_64,
+            "hidden_size": 256,
+            "intermediate_size": 1024,
+            "standardize_features": True,
+        },
     }
 
     def __post_init__(self) -> None:
@@ -270,6 +285,10 @@ class XLxmertForPreTraining(nn.Module):
         # Learned stand-in for a masked cell's feature, fed through the same projection (init zeros).
         self.mask_feat = nn.Parameter(torch.zeros(D))
         self.register_buffer("centroids", centroids.detach().float().clone(), persistent=False)
+        # Per-dimension statistics of the centroids (derived, never saved): standardize_features.
+        self.register_buffer("feature_mean", torch.zeros(D), persistent=False)
+        self.register_buffer("feature_std", torch.ones(D), persistent=False)
+        self._update_feature_stats()
         self.register_buffer("cell_boxes", cell_boxes(config.grid_size), persistent=False)
         if config.visual_target == "clusters":
             self.obj_predict_head: nn.Module = ClusterClassificationHead(lx, self.centroids)
@@ -297,6 +316,13 @@ class XLxmertForPreTraining(nn.Module):
         """MLM decoder = word embeddings (one Parameter, same storage), as in BERT."""
         self.cls.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
 
+    def _update_feature_stats(self) -> None:
+        with torch.no_grad():
+            c = self.centroids
+            self.feature_mean.copy_(c.mean(0))
+            std = c.std(0) if c.shape[0] > 1 else torch.ones_like(c[0])
+            self.feature_std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
+
     def set_centroids(self, centroids: torch.Tensor) -> None:
         """Copy ``centroids: FloatTensor[K, D]`` into the frozen lookup (shared with the CCC output layer)."""
         if tuple(centroids.shape) != tuple(self.centroids.shape):
@@ -310,6 +336,7 @@ class XLxmertForPreTraining(nn.Module):
             # .to(device) moves each registration of a shared buffer separately: keep both in step.
             if isinstance(head, ClusterClassificationHead) and head.out_cluster.weight is not self.centroids:
                 head.out_cluster.weight.copy_(self.centroids)
+        self._update_feature_stats()
 
     # -- forward ---------------------------------------------------------------------------------
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextEncoding:
@@ -352,6 +379,8 @@ class XLxmertForPreTraining(nn.Module):
             feats = self.centroids[ids]
         else:
             raise XLXMERTError("give visual_ids or visual_feats")
+        if self.config.standardize_features:
+            feats = (feats - self.feature_mean.to(feats.dtype)) / self.feature_std.to(feats.dtype)
         if visual_mask is not None:
             feats = torch.where(visual_mask.bool()[..., None], self.mask_feat.to(feats.dtype), feats)
         return feats

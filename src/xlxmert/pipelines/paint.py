@@ -105,27 +105,44 @@ class PaintPipeline:
         return_intermediates: bool = False,
         use_text_cache: bool = True,
         allow_empty: bool = False,
+        guidance_scale: float = 1.0,
     ):
         """Run ``sampler`` for ``captions``: a ``SamplerOutput`` (ids) or, for LXMERT+Grid, a
         ``FeatureSamplerOutput`` (features). Each caption draws from its own generator seeded with
         ``seed``, so a caption's result does not depend on the rest of the batch. ``allow_empty``
-        admits empty captions (the transformer then reads only ``[CLS] [SEP]``)."""
+        admits empty captions (the transformer then reads only ``[CLS] [SEP]``).
+
+        ``guidance_scale`` s (classifier-free guidance, Ho & Salimans 2022; not in the paper): each
+        step also predicts with the empty caption and uses ``uncond + s · (cond − uncond)``; 1 is
+        plain conditional prediction, s > 1 amplifies what the caption changes."""
+        if guidance_scale < 0:
+            raise XLXMERTError(f"guidance_scale must be >= 0 (1 = no guidance), got {guidance_scale}")
         cfg = self.transformer.config
         tokens = tokenize_texts(self.tokenizer, captions, cfg.max_text_length, allow_empty=allow_empty)
         batch = tokens.input_ids.shape[0]
+        texts = [tokens]
+        if guidance_scale != 1.0:
+            texts.append(tokenize_texts(self.tokenizer, [""] * batch, cfg.max_text_length, allow_empty=True))
         model = self.transformer
         if use_text_cache:
-            encoding = model.encode_text(tokens.input_ids, tokens.attention_mask)
+            encodings = [model.encode_text(t.input_ids, t.attention_mask) for t in texts]
         gens = [torch_generator(seed) for _ in range(batch)]
         key = "visual_feats" if self.paints_features else "visual_ids"
 
+        def predict_one(k: int, visual: dict) -> torch.Tensor:
+            if use_text_cache:
+                out = model(None, None, text_encoding=encodings[k], **visual)
+            else:  # naive: the language layers run again at every step
+                out = model(texts[k].input_ids, texts[k].attention_mask, **visual)
+            return out.visual_regression if self.paints_features else out.visual_logits
+
         def predict(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
             visual = {key: values, "visual_mask": mask}
-            if use_text_cache:
-                out = model(None, None, text_encoding=encoding, **visual)
-            else:  # naive: the language layers run again at every step
-                out = model(tokens.input_ids, tokens.attention_mask, **visual)
-            return out.visual_regression if self.paints_features else out.visual_logits
+            cond = predict_one(0, visual)
+            if len(texts) == 1:
+                return cond
+            uncond = predict_one(1, visual)
+            return uncond + guidance_scale * (cond - uncond)
 
         if self.paints_features:
             return sampler.sample_features(
@@ -162,12 +179,14 @@ class PaintPipeline:
         use_text_cache: bool = True,
         noise: bool | None = None,
         allow_empty: bool = False,
+        guidance_scale: float = 1.0,
     ) -> PaintOutput:
         """Paint one image per caption.
 
         ``sampler``: a name (``tl-br``, ``random``, ``easy-first``, ``mask-predict``) or a
         :class:`VisualSampler`; ``steps`` (None: the sampler's default, Mask-Predict-4),
         ``temperature`` (0: argmax, the paper), ``anneal``, ``top_k`` configure a named sampler.
+        ``guidance_scale``: classifier-free guidance (1 = none; see :meth:`sample`).
         ``return_intermediates``: also decode the grid after every step into an image.
         Raises :class:`XLXMERTError` for an empty caption (unless ``allow_empty``, for the
         evaluation's empty-caption control); warns when a caption is truncated.
@@ -176,7 +195,9 @@ class PaintPipeline:
             captions = [captions]
         if isinstance(sampler, str):
             sampler = get_sampler(sampler, steps=steps, temperature=temperature, anneal=anneal, top_k=top_k)
-        out = self.sample(captions, sampler, seed, return_intermediates, use_text_cache, allow_empty)
+        out = self.sample(
+            captions, sampler, seed, return_intermediates, use_text_cache, allow_empty, guidance_scale
+        )
         values = out.features if self.paints_features else out.ids
         images = self.decode(values, seed, noise)
         strips = None

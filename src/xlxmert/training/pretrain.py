@@ -45,8 +45,9 @@ from xlxmert.models.transformer import (
     grid_size_of,
     load_centroids,
 )
-from xlxmert.utils.config import config_to_dict, save_config
+from xlxmert.utils.config import config_to_dict, load_config, save_config
 from xlxmert.utils.model_folder import copy_component, update_model_index
+from xlxmert.utils.weights import load_weights
 
 TASKS = ("visual", "text", "match")
 EVAL_MASK_RATIOS = (0.15, 0.5, 1.0)
@@ -63,7 +64,10 @@ class PretrainConfig:
     ``"captions"`` only (X-LXMERT's "updated pre-training data") or ``"all"`` (questions too).
     ``task_choice``: ``"cycle"`` or ``"random"``. ``qa``: load VQA questions (used as texts by the
     text/matching tasks and for the QA loss). ``answer_min_count``: answers kept for the QA head.
-    ``mixed_precision``: ``"no"``, ``"bf16"`` or ``"fp16"`` (Accelerate).
+    ``mixed_precision``: ``"no"``, ``"bf16"`` or ``"fp16"`` (Accelerate). ``caption_dropout``: in
+    visual-masking batches, the probability that a text is replaced by the empty caption
+    (``[CLS] [SEP]``), so the model also learns to paint unconditionally and classifier-free
+    guidance has a trained unconditional prediction (not in the paper; 0 = off).
     """
 
     steps: int
@@ -74,6 +78,7 @@ class PretrainConfig:
     visual_masking: str = "uniform"
     mask_prob: float = 0.15
     ccc_data: str = "captions"
+    caption_dropout: float = 0.0
     task_choice: str = "cycle"
     qa: bool = True
     answer_min_count: int = 1
@@ -99,6 +104,16 @@ class PretrainConfig:
         ),
         # From scratch on ShapeScenes on a CPU: a smaller model tolerates (and needs) a larger lr.
         "shapes-64": dict(steps=3000, batch_size=64, lr=3e-4, checkpoint_every=250, eval_every=250),
+        # The same on one GPU (scripts/pretrain_gpu.sh): 8× the batch, bf16.
+        "shapes-64-large": dict(
+            steps=6000,
+            batch_size=256,
+            lr=5e-4,
+            checkpoint_every=500,
+            eval_every=500,
+            eval_samples=512,
+            mixed_precision="bf16",
+        ),
     }
 
     def __post_init__(self) -> None:
@@ -115,6 +130,8 @@ class PretrainConfig:
             raise XLXMERTError(
                 f"steps and batch_size must be positive, got {self.steps} and {self.batch_size}"
             )
+        if not 0.0 <= self.caption_dropout < 1.0:
+            raise XLXMERTError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
         if not 0.0 < self.mask_prob <= 1.0:
             raise XLXMERTError(f"mask_prob must be in (0, 1], got {self.mask_prob}")
         if self.checkpoint_every < 1 or self.eval_every < 1:
@@ -273,6 +290,17 @@ class Batch:
     qa_targets: torch.Tensor | None = None
     qa_rows: torch.Tensor | None = None
 
+    def to(self, device: torch.device | str) -> Batch:
+        """This batch with every tensor on ``device``."""
+        return dataclasses.replace(
+            self,
+            **{
+                f.name: getattr(self, f.name).to(device)
+                for f in dataclasses.fields(self)
+                if isinstance(getattr(self, f.name), torch.Tensor)
+            },
+        )
+
 
 def _swap_texts(
     data: PretrainData, examples: np.ndarray, gen: torch.Generator
@@ -307,7 +335,11 @@ def make_batch(
     text_index, itm_labels = examples, None
     if task == "match":
         text_index, itm_labels = _swap_texts(data, examples, gen)
-    tok = tokenizer([data.texts[i] for i in text_index])
+    texts = [data.texts[i] for i in text_index]
+    if task == "visual" and config.caption_dropout > 0:
+        dropped = (torch.rand(len(texts), generator=gen) < config.caption_dropout).tolist()
+        texts = ["" if d else t for t, d in zip(texts, dropped)]
+    tok = tokenizer(texts)
     rows = torch.from_numpy(data.rows[examples])
     feats = (
         None if data.features is None else torch.from_numpy(data.features[rows.numpy()].astype(np.float32))
@@ -437,6 +469,7 @@ def evaluate(
     model.eval()
     cfg = model.config
     M = cfg.num_cells
+    device = model.centroids.device
     gen = torch.Generator().manual_seed(seed)
     sums: dict[str, float] = {}
     counts: dict[str, float] = {}
@@ -450,14 +483,14 @@ def evaluate(
         B = len(chunk)
         tok = tokenizer([data.texts[i] for i in chunk])
         rows = data.rows[chunk]
-        ids = data.visual_ids[torch.from_numpy(rows)]
+        ids = data.visual_ids[torch.from_numpy(rows)].to(device)
         feats = None
         if data.features is not None:
-            feats = torch.from_numpy(data.features[rows].astype(np.float32)).reshape(B, M, -1)
+            feats = torch.from_numpy(data.features[rows].astype(np.float32)).reshape(B, M, -1).to(device)
         model_feats = feats if cfg.variant == "lxmert-grid" else None
-        enc = model.encode_text(tok.input_ids, tok.attention_mask)
+        enc = model.encode_text(tok.input_ids.to(device), tok.attention_mask.to(device))
         for ratio in EVAL_MASK_RATIOS:
-            mask = fixed_ratio_visual_mask(B, M, ratio, gen)
+            mask = fixed_ratio_visual_mask(B, M, ratio, gen).to(device)
             out = model.predict_visual(enc, ids, mask, visual_feats=model_feats)
             if cfg.visual_target == "clusters":
                 target = ids[mask]
@@ -477,15 +510,21 @@ def evaluate(
             tokenizer.mask_id,
             gen,
         )
-        out = model(masked_ids, tok.attention_mask, visual_ids=ids, visual_feats=model_feats)
+        masked_ids, labels = masked_ids.to(device), labels.to(device)
+        out = model(masked_ids, tok.attention_mask.to(device), visual_ids=ids, visual_feats=model_feats)
         chosen = labels >= 0
         add(
             "mlm_acc", float((out.mlm_logits.argmax(-1)[chosen] == labels[chosen]).sum()), float(chosen.sum())
         )
         text_index, itm_labels = _swap_texts(data, chunk, gen)
         tok2 = tokenizer([data.texts[i] for i in text_index])
-        out = model(tok2.input_ids, tok2.attention_mask, visual_ids=ids, visual_feats=model_feats)
-        add("itm_acc", float((out.itm_logits.argmax(-1) == itm_labels).sum()), B)
+        out = model(
+            tok2.input_ids.to(device),
+            tok2.attention_mask.to(device),
+            visual_ids=ids,
+            visual_feats=model_feats,
+        )
+        add("itm_acc", float((out.itm_logits.argmax(-1).cpu() == itm_labels).sum()), B)
     model.train(was_training)
     return {k: sums[k] / max(counts[k], 1.0) for k in sums}
 
@@ -597,8 +636,13 @@ def pretrain(
     pretrain_config: PretrainConfig,
     features_dir: str | Path | None = None,
     progress: bool = True,
+    init_from: str | Path | None = None,
 ) -> XLxmertForPreTraining:
     """Pretrain on ``data_root/<split>`` and write the model folder ``out`` (see module docstring).
+
+    ``init_from``: a model folder whose transformer weights start the run (continued pretraining,
+    e.g. with new settings); its transformer config must equal this run's. A checkpoint in
+    ``out/checkpoints`` wins over it (resume).
 
     ``tokenizer``: a ``TextTokenizer`` or its folder. ``transformer_config``'s data-decided sizes
     (vocab_size, grid_size, num_clusters, feature_dim, num_answers) are replaced by those of the
@@ -669,6 +713,17 @@ def pretrain(
 
     torch.manual_seed(pc.seed)  # initialisation
     model = XLxmertForPreTraining(cfg, centroids)
+    if init_from is not None:
+        init_dir = Path(init_from) / "transformer"
+        init_cfg = load_config(XLxmertConfig, init_dir)
+        if init_cfg != cfg:
+            diff = {
+                k: (v, getattr(cfg, k))
+                for k, v in config_to_dict(init_cfg).items()
+                if v != getattr(cfg, k, None)
+            }
+            raise XLXMERTError(f"{init_from} has another transformer config than this run: {diff}")
+        load_weights(model, init_dir)
     model.answers = None if answers is None else list(answers.answers)
     model.train()
     optimizer = torch.optim.AdamW(_param_groups(model, pc.weight_decay), lr=pc.lr, betas=(0.9, 0.999))
@@ -712,6 +767,7 @@ def pretrain(
         gen = torch.Generator().manual_seed(step_seed)
         torch.manual_seed(step_seed + 1)  # dropout: a function of the step, so resume repeats it
         batch = make_batch(task, examples, data, tokenizer, pc, cfg.num_cells, cfg.num_answers, gen)
+        batch = batch.to(accelerator.device)
         losses = batch_losses(model, batch, cfg)
         loss = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)
