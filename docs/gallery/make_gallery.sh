@@ -10,8 +10,18 @@ $X paint "a red circle to the left of a blue square at night" \
          "three shapes at night" \
          "a blue star in the top left corner" \
          -o $OUT/paint.png --seed 0
+# The same captions, sampled at a temperature annealed from 3 to 0 over Mask-Predict-16.
+$X paint "a red circle to the left of a blue square at night" \
+         "two green stars in the snow" \
+         "a yellow triangle above a purple cross on the sand" \
+         "a large orange diamond in the fog" \
+         "three shapes at night" \
+         "a blue star in the top left corner" \
+         -o $OUT/paint_t3.png --seed 0 --steps 16 --temperature 3 --anneal
 $X paint "a red circle to the left of a blue square at night" -o $OUT/steps.png --sampler mask-predict --steps 4 --strip --seed 0
 $X data shapes --out /tmp/xlxmert-gallery --split test --n 4 --seed 7 >/dev/null
 cp /tmp/xlxmert-gallery/test/images/shapes_test_000001.png $OUT/scene.png
 $X caption $OUT/scene.png > $OUT/caption.txt
-$X answer $OUT/scene.png "where is this" > $OUT/answer.txt
+for q in "where is this" "how many shapes are there" "what color is the triangle"; do
+    $X answer $OUT/scene.png "$q"
+done > $OUT/answer.txt
