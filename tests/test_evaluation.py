@@ -397,6 +397,16 @@ def test_evaluate_writes_table_json_figure_and_reuses_cache(suite_dir, shapes_ro
     assert compared["rows"][1] == results["rows"][1]
 
 
+def test_samplers_default_step_counts(suite_dir, shapes_root, tmp_path):
+    from test_pipelines_tiny import build_tiny_model
+
+    model = build_tiny_model(tmp_path / "tiny-model")
+    for sampler, label in (("easy-first", "one per cell"), ("mask-predict", "4")):
+        config = EvaluationConfig(n=2, metrics=parse_metrics("facts"), sampler=sampler, figure_rows=1)
+        evaluate([model], shapes_root, suite_dir, tmp_path / sampler, config, progress=False)
+        assert f"Sampler `{sampler}`, steps {label}," in (tmp_path / sampler / "table.md").read_text()
+
+
 def test_cli_errors_are_one_line(tmp_path, shapes_root, capsys):
     args = ["--model", str(tmp_path), "--evaluator", str(tmp_path / "none"), "--out", str(tmp_path / "o")]
     code = main(["evaluate", "--data", str(shapes_root), *args])

@@ -112,7 +112,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="'all' or a comma list of fid,is,r-precision,semantic,facts,vqa,gqa,nlvr2,captioning",
     )
     ev.add_argument("--sampler", default="mask-predict", choices=SAMPLER_NAMES)
-    ev.add_argument("--steps", type=_positive, default=4, help="sampling steps (Mask-Predict-K: K)")
+    ev.add_argument(
+        "--steps",
+        type=_positive,
+        default=None,
+        help="sampling steps, Mask-Predict-K: K (default: 4 for mask-predict, else one per grid cell)",
+    )
     ev.add_argument("--temperature", type=float, default=0.0, help="0 = argmax (the paper); > 0 samples ids")
     ev.add_argument("--anneal", action="store_true", help="decay the temperature linearly to 0")
     ev.add_argument(

@@ -56,6 +56,7 @@ from xlxmert.evaluation.rprecision import (
 from xlxmert.evaluation.semantic import fact_scores, semantic_accuracy
 from xlxmert.evaluation.split import EvalExample, load_examples
 from xlxmert.evaluation.tasks import caption_correctness, gqa_accuracy, nlvr2_accuracy, vqa_score
+from xlxmert.sampling.visual import SAMPLERS
 from xlxmert.utils.seeding import numpy_rng
 
 IMAGE_METRICS = ("fid", "is", "r-precision", "semantic", "facts")
@@ -85,7 +86,7 @@ class EvaluationConfig:
     n: int | None = 500  # images of the split (None: all); the paper used 30000 COCO captions
     metrics: tuple[str, ...] = METRICS
     sampler: str = "mask-predict"
-    steps: int | None = 4
+    steps: int | None = None  # None: the sampler's default (Mask-Predict-4; else one step per cell)
     temperature: float = 0.0  # 0: argmax (the paper)
     anneal: bool = False  # temperature decays linearly to 0 over the steps (MaskGIT)
     guidance_scale: float = 1.0  # classifier-free guidance (1: none, the paper)
@@ -304,6 +305,13 @@ def _cached_images(
         img.save(folder / f"{i}.png")
     meta.write_text(json.dumps(key, indent=2) + "\n")
     return images
+
+
+def _steps_label(sampler: str, steps: int | None) -> str:
+    """The step count a table reports: the configured one, else the sampler's default."""
+    if steps is None:
+        steps = SAMPLERS[sampler].default_steps if sampler in SAMPLERS else None
+    return str(steps) if steps is not None else "one per cell"
 
 
 def _paint(
@@ -634,7 +642,7 @@ def markdown_report(results: dict[str, Any]) -> str:
     lines = [
         f"# Evaluation on ShapeScenes `{cfg['split']}` ({results['num_images']} images)",
         "",
-        f"Sampler `{cfg['sampler']}`, steps {cfg['steps']}, "
+        f"Sampler `{cfg['sampler']}`, steps {_steps_label(cfg['sampler'], cfg['steps'])}, "
         f"temperature {cfg.get('temperature', 0.0)}{' annealed to 0' if cfg.get('anneal') else ''}, "
         f"guidance scale {cfg.get('guidance_scale', 1.0)}, seed {cfg['seed']}. "
         "Percentages except IS and FID. IS/FID in the evaluator network's feature space (not "
