@@ -21,6 +21,7 @@ paint: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
 
 test: lint
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q
