@@ -3,22 +3,16 @@
 set -euo pipefail
 X=${XLXMERT:-.venv/bin/xlxmert}
 OUT=docs/gallery
-$X paint "a red circle to the left of a blue square at night" \
-         "two green stars in the snow" \
-         "a yellow triangle above a purple cross on the sand" \
-         "a large orange diamond in the fog" \
-         "three shapes at night" \
-         "a blue star in the top left corner" \
-         -o $OUT/paint.png --seed 0
+CAPTIONS=("a red circle to the left of a blue square at night"
+          "two green stars in the snow"
+          "a yellow triangle above a purple cross on the sand"
+          "a large orange diamond in the fog"
+          "three shapes at night"
+          "a blue star in the top left corner")
+$X paint "${CAPTIONS[@]}" -o $OUT/paint.png --seed 0
 # The same captions, sampled at a temperature annealed from 3 to 0 over Mask-Predict-16.
-$X paint "a red circle to the left of a blue square at night" \
-         "two green stars in the snow" \
-         "a yellow triangle above a purple cross on the sand" \
-         "a large orange diamond in the fog" \
-         "three shapes at night" \
-         "a blue star in the top left corner" \
-         -o $OUT/paint_t3.png --seed 0 --steps 16 --temperature 3 --anneal
-$X paint "a red circle to the left of a blue square at night" -o $OUT/steps.png --sampler mask-predict --steps 4 --strip --seed 0
+$X paint "${CAPTIONS[@]}" -o $OUT/paint_t3.png --seed 0 --steps 16 --temperature 3 --anneal
+$X paint "${CAPTIONS[0]}" -o $OUT/steps.png --sampler mask-predict --steps 4 --strip --seed 0
 $X data shapes --out /tmp/xlxmert-gallery --split test --n 4 --seed 7 >/dev/null
 cp /tmp/xlxmert-gallery/test/images/shapes_test_000001.png $OUT/scene.png
 $X caption $OUT/scene.png > $OUT/caption.txt
