@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar, NamedTuple
 
 import torch
@@ -32,8 +31,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from xlxmert.errors import XLXMERTError
-from xlxmert.utils.config import load_config, save_config
-from xlxmert.utils.weights import load_weights, save_weights
+from xlxmert.utils.weights import PretrainedMixin
 
 LEAKY_SLOPE = 0.2
 
@@ -236,8 +234,11 @@ class SpadeResBlock(nn.Module):
         return h + _resize(self.shortcut(x), size)
 
 
-class SpadeGenerator(nn.Module):
+class SpadeGenerator(PretrainedMixin, nn.Module):
     """Visual-word features ``[B, D, N, N]`` → images ``[B, 3, S, S] in [-1, 1]`` (see module doc)."""
+
+    config_class = GeneratorConfig
+    missing_hint = "train it with `xlxmert generator train`"
 
     def __init__(self, config: GeneratorConfig) -> None:
         super().__init__()
@@ -281,19 +282,6 @@ class SpadeGenerator(nn.Module):
             out = _resize(to_rgb(h), c.output_size)
             rgb = out if rgb is None else rgb + out
         return torch.tanh(rgb)
-
-    def save_pretrained(self, folder: str | Path) -> Path:
-        """Write ``folder/config.json`` + ``folder/model.safetensors``."""
-        save_config(self.config, folder)
-        save_weights(self, folder)
-        return Path(folder)
-
-    @classmethod
-    def from_pretrained(cls, folder: str | Path) -> SpadeGenerator:
-        """Rebuild from a folder written by :meth:`save_pretrained` (in eval mode)."""
-        model = cls(load_config(GeneratorConfig, folder))
-        load_weights(model, folder)
-        return model.eval()
 
 
 # ---------------------------------------------------------------------------------------------

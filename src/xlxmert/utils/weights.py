@@ -63,7 +63,8 @@ class PretrainedMixin:
     """``save_pretrained`` / ``from_pretrained`` for an ``nn.Module`` built from its config alone.
 
     A subclass sets ``config_class`` (a frozen dataclass) and ``missing_hint`` (what to run when
-    the folder is absent); the folder holds ``config.json`` beside ``model.safetensors``.
+    the folder is absent), and may override :meth:`check_config` to refuse a loaded config; the
+    folder holds ``config.json`` beside ``model.safetensors``.
     """
 
     config_class: type
@@ -84,7 +85,13 @@ class PretrainedMixin:
         folder = Path(folder)
         if not folder.is_dir():
             raise XLXMERTError(f"{cls.__name__} folder not found: {folder} ({cls.missing_hint})")
-        model = cls(load_config(cls.config_class, folder))
+        config = load_config(cls.config_class, folder)
+        cls.check_config(config, folder)
+        model = cls(config)
         load_weights(model, folder)
         model.eval()
         return model
+
+    @classmethod
+    def check_config(cls, config, folder: Path) -> None:
+        """Raise :class:`XLXMERTError` if ``config`` (read from ``folder``) cannot build ``cls``."""

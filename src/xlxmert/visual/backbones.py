@@ -32,7 +32,7 @@ from torch import nn
 from xlxmert.data.shapes import world
 from xlxmert.errors import XLXMERTError
 from xlxmert.utils.config import CONFIG_NAME, load_config, save_config
-from xlxmert.utils.weights import load_weights, save_weights
+from xlxmert.utils.weights import PretrainedMixin, load_weights, save_weights
 
 # ShapeScenes vocabulary (WORLD.md), in the fixed order the per-cell heads use.
 PLACES: tuple[str, ...] = tuple(world.PLACES)
@@ -95,7 +95,7 @@ def _conv_block(c_in: int, c_out: int, stride: int = 1, dilation: int = 1) -> nn
     )
 
 
-class ShapesBackbone(nn.Module):
+class ShapesBackbone(PretrainedMixin, nn.Module):
     """Small CNN: ``images: FloatTensor[B, 3, S, S] in [-1, 1]`` → ``FloatTensor[B, D, S/stride, S/stride]``.
 
     Feature map = ``proj(context(last stage)) + skip(stem pooled to the stride)``. The per-cell
@@ -103,6 +103,9 @@ class ShapesBackbone(nn.Module):
     pooled grid features and exist for training only (:meth:`predict_cells`); extraction uses
     :meth:`forward`.
     """
+
+    config_class = ShapesBackboneConfig
+    missing_hint = "train it with `xlxmert backbone train`"
 
     def __init__(self, config: ShapesBackboneConfig | None = None) -> None:
         super().__init__()
@@ -172,22 +175,12 @@ class ShapesBackbone(nn.Module):
             "coverage": self.coverage_head(cells),
         }
 
-    def save_pretrained(self, folder: str | Path) -> Path:
-        folder = Path(folder)
-        save_config(self.config, folder)
-        save_weights(self, folder)
-        return folder
-
     @classmethod
-    def from_pretrained(cls, folder: str | Path) -> ShapesBackbone:
-        config = load_config(ShapesBackboneConfig, folder)
+    def check_config(cls, config: ShapesBackboneConfig, folder: Path) -> None:
         if config.kind != "shapes":
             raise XLXMERTError(
                 f"{folder} holds a {config.kind!r} backbone, not a shapes one; use load_backbone"
             )
-        model = cls(config)
-        load_weights(model, folder)
-        return model.eval()
 
 
 @dataclass(frozen=True)
