@@ -141,6 +141,12 @@ def run(tiny, out, model=MODEL, features=False, init_from=None, **overrides):
     )
 
 
+def cli_args(tiny, out: Path, *extra: str, data: Path | None = None) -> list[str]:
+    """``pretrain`` arguments for the tiny split (``data`` overrides its data root)."""
+    paths = ["--data", str(data or tiny["data"]), "--vocab", str(tiny["vocab"])]
+    return ["pretrain", *paths, "--tokenizer", str(tiny["tok"]), "--out", str(out), *extra]
+
+
 def metrics(out: Path) -> list[tuple[int, str, str, float]]:
     with (out / "metrics.csv").open() as f:
         return [(int(r["step"]), r["split"], r["metric"], float(r["value"])) for r in csv.DictReader(f)]
@@ -249,24 +255,8 @@ def test_two_process_data_parallel_run_writes_one_checkpoint(tiny, tmp_path):
         str(port),
         "-m",
         "xlxmert",
-        "pretrain",
-        "--data",
-        str(tiny["data"]),
-        "--vocab",
-        str(tiny["vocab"]),
-        "--tokenizer",
-        str(tiny["tok"]),
-        "--out",
-        str(out),
-        "--steps",
-        "2",
-        "--batch-size",
-        "4",
-        "--checkpoint-every",
-        "2",
-        "--eval-every",
-        "2",
-        "--quiet",
+        *cli_args(tiny, out, "--steps", "2", "--batch-size", "4", "--checkpoint-every", "2"),
+        *("--eval-every", "2", "--quiet"),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "XLXMERT_DEBUG": "1"}
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
@@ -279,40 +269,10 @@ def test_two_process_data_parallel_run_writes_one_checkpoint(tiny, tmp_path):
 
 
 def test_cli_errors_are_one_line(tiny, tmp_path, capsys):
-    code = cli_main(
-        [
-            "pretrain",
-            "--data",
-            str(tiny["data"]),
-            "--vocab",
-            str(tiny["vocab"]),
-            "--tokenizer",
-            str(tiny["tok"]),
-            "--out",
-            str(tmp_path / "x"),
-            "--variant",
-            "lxmert-grid",
-            "--steps",
-            "1",
-        ]
-    )
+    code = cli_main(cli_args(tiny, tmp_path / "x", "--variant", "lxmert-grid", "--steps", "1"))
     err = capsys.readouterr().err
     assert code == 1 and "--features" in err and len(err.strip().splitlines()) == 1
-    code = cli_main(
-        [
-            "pretrain",
-            "--data",
-            str(tmp_path),
-            "--vocab",
-            str(tiny["vocab"]),
-            "--tokenizer",
-            str(tiny["tok"]),
-            "--out",
-            str(tmp_path / "y"),
-            "--steps",
-            "1",
-        ]
-    )
+    code = cli_main(cli_args(tiny, tmp_path / "y", "--steps", "1", data=tmp_path))
     err = capsys.readouterr().err
     assert code == 1 and "captions_train.json" in err and len(err.strip().splitlines()) == 1
 
@@ -374,11 +334,11 @@ def test_init_from_starts_at_the_given_weights(tiny, tmp_path):
 
 
 def test_cli_continues_a_run_with_caption_dropout_and_plain_features(tiny, tmp_path, capsys):
-    common = ["pretrain", "--data", str(tiny["data"]), "--vocab", str(tiny["vocab"])]
-    common += ["--tokenizer", str(tiny["tok"]), "--batch-size", "4", "--eval-samples", "8", "--quiet"]
-    assert cli_main([*common, "--out", str(tmp_path / "a"), "--steps", "2", "--no-standardize-features"]) == 0
-    args = ["--out", str(tmp_path / "b"), "--steps", "2", "--init", str(tmp_path / "a")]
-    assert cli_main([*common, *args, "--caption-dropout", "0.3", "--no-standardize-features"]) == 0
+    small = ["--batch-size", "4", "--eval-samples", "8", "--quiet", "--steps", "2"]
+    assert cli_main(cli_args(tiny, tmp_path / "a", *small, "--no-standardize-features")) == 0
+    init = ["--init", str(tmp_path / "a")]
+    args = [*small, *init, "--caption-dropout", "0.3", "--no-standardize-features"]
+    assert cli_main(cli_args(tiny, tmp_path / "b", *args)) == 0
     saved = json.loads((tmp_path / "b" / "pretrain_config.json").read_text())
     assert saved["caption_dropout"] == 0.3
     assert (
@@ -387,7 +347,6 @@ def test_cli_continues_a_run_with_caption_dropout_and_plain_features(tiny, tmp_p
     )
     capsys.readouterr()
     # Standardized features: a different config from the run it would continue.
-    args = ["--out", str(tmp_path / "c"), "--steps", "2", "--init", str(tmp_path / "a")]
-    assert cli_main([*common, *args, "--standardize-features"]) == 1
+    assert cli_main(cli_args(tiny, tmp_path / "c", *small, *init, "--standardize-features")) == 1
     err = capsys.readouterr().err
     assert "another transformer config" in err and len(err.strip().splitlines()) == 1

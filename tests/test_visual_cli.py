@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -128,51 +129,26 @@ def _one_line_error(capsys) -> str:
     return err
 
 
-def test_missing_images_error(pipeline, tmp_path, capsys):
-    data, bb, _, _ = pipeline
-    copy = tmp_path / "data"
-    shutil.copytree(data / "val", copy / "val")
-    next((copy / "val" / "images").iterdir()).unlink()
-    code = main(
-        [
-            "features",
-            "extract",
-            "--data",
-            str(copy),
-            "--split",
-            "val",
-            "--backbone-dir",
-            str(bb),
-            "--out",
-            str(tmp_path / "f"),
-            "--no-progress",
-        ]
-    )
-    assert code == 1 and "missing" in _one_line_error(capsys)
+def _remove_one_image(images: Path) -> str:
+    next(images.iterdir()).unlink()
+    return "missing"
 
 
-def test_corrupt_png_error(pipeline, tmp_path, capsys):
-    data, bb, _, _ = pipeline
-    copy = tmp_path / "data"
-    shutil.copytree(data / "val", copy / "val")
-    victim = sorted((copy / "val" / "images").iterdir())[3]
+def _truncate_one_png(images: Path) -> str:
+    victim = sorted(images.iterdir())[3]
     victim.write_bytes(victim.read_bytes()[:40])
-    code = main(
-        [
-            "features",
-            "extract",
-            "--data",
-            str(copy),
-            "--split",
-            "val",
-            "--backbone-dir",
-            str(bb),
-            "--out",
-            str(tmp_path / "f"),
-            "--no-progress",
-        ]
-    )
-    assert code == 1 and victim.name in _one_line_error(capsys)
+    return victim.name
+
+
+@pytest.mark.parametrize("damage", [_remove_one_image, _truncate_one_png], ids=["missing", "corrupt"])
+def test_damaged_images_error(pipeline, tmp_path, capsys, damage):
+    data, bb, _, _ = pipeline
+    copy = tmp_path / "data"
+    shutil.copytree(data / "val", copy / "val")
+    expected = damage(copy / "val" / "images")
+    args = ["--data", str(copy), "--split", "val", "--backbone-dir", str(bb)]
+    code = main(["features", "extract", *args, "--out", str(tmp_path / "f"), "--no-progress"])
+    assert code == 1 and expected in _one_line_error(capsys)
 
 
 def test_wrong_shape_feature_array_error(pipeline, tmp_path, capsys):
