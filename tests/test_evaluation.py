@@ -377,7 +377,11 @@ def test_evaluate_writes_table_json_figure_and_reuses_cache(suite_dir, shapes_ro
     assert any(n.startswith("Control: empty caption") for n in names)
     table = (out / "table.md").read_text()
     assert "| Method | IS↑ | FID↓ | FID-ext↓ | R-prec-easy↑ | R-prec-hard↑" in table
-    assert len([line for line in table.splitlines() if line.startswith("| X-LXMERT (tiny-model)")]) == 2
+    # Table 1, per category, and relative to the original images.
+    model_lines = [line for line in table.splitlines() if line.startswith("| X-LXMERT (tiny-model)")]
+    assert len(model_lines) == 3
+    ratio = results["rows"][1]["scores"]["rprec_hard"] / results["rows"][0]["scores"]["rprec_hard"]
+    assert model_lines[2].endswith(f" | {ratio:.2f} |")
     assert json.loads((out / "results.json").read_text())["num_images"] == 12
     from PIL import Image
 
@@ -395,6 +399,28 @@ def test_evaluate_writes_table_json_figure_and_reuses_cache(suite_dir, shapes_ro
     compared = evaluate([model, model], shapes_root, suite_dir, out, config, progress=False)
     assert [r["name"] for r in compared["rows"]].count("X-LXMERT (tiny-model-2)") == 1
     assert compared["rows"][1] == results["rows"][1]
+
+
+def test_relative_table_divides_by_the_original_row():
+    from xlxmert.evaluation.report import _relative_table
+
+    original = {"semantic_shape": 0.8, "semantic_color": 0.5, "semantic_number": 0.4,
+                "semantic_position": 0.2, "rprec_hard": 0.5}  # fmt: skip
+    painted = {"semantic_shape": 0.4, "semantic_color": 0.5, "semantic_number": 0.6,
+               "semantic_position": None, "rprec_hard": 0.35}  # fmt: skip
+    rows = [
+        {"name": "Original images", "kind": "original", "scores": original},
+        {"name": "X-LXMERT (m)", "kind": "model", "scores": painted},
+        {
+            "name": "Control: original, other image's caption",
+            "kind": "control-mismatched",
+            "scores": original,
+        },
+    ]
+    lines = _relative_table(rows)
+    assert lines[-1] == "| X-LXMERT (m) | 0.50 | 1.00 | 1.50 | – | 0.70 |"
+    assert not any("other image" in line for line in lines)
+    assert _relative_table(rows[1:]) == []
 
 
 def test_samplers_default_step_counts(suite_dir, shapes_root, tmp_path):

@@ -37,6 +37,13 @@ def test_train_all_tiny_end_to_end(tmp_path, capsys):
     index = json.loads((out / "model_index.json").read_text())
     assert set(index["components"]) == {"tokenizer", "backbone", "vocabulary", "transformer", "generator"}
     assert not list(out.rglob(".complete")) and not (out / "vocabulary" / "ids").exists()
+    # The features are the backbone's cell predictions (4 places + 36 coverages), K = 256 words;
+    # the model folder's backbone computes them the same way.
+    assert json.loads((out / "backbone" / "config.json").read_text())["output"] == "predictions"
+    vocab = json.loads((out / "vocabulary" / "config.json").read_text())
+    assert (vocab["dim"], vocab["num_clusters"]) == (40, 256)
+    transformer = json.loads((out / "transformer" / "config.json").read_text())
+    assert transformer["standardize_features"] is True and transformer["feature_dim"] == 40
     card = (out / "MODEL_CARD.md").read_text()
     assert f"xlxmert train-all --preset tiny --out {out.as_posix()}" in card
     assert "Metrics on `test`" in card

@@ -82,3 +82,36 @@ def test_grid_sizes_must_tile_the_image(tiny_shapes, tmp_path):
     bad = ShapesBackboneConfig(widths=(8, 16, 32), feature_dim=32, train_grid_sizes=(7,))
     with pytest.raises(XLXMERTError, match="multiple"):
         train_backbone(tiny_shapes, bad, tmp_path / "bb", steps=1, progress=False)
+
+
+def test_predictions_output_is_the_heads_probabilities(tmp_path):
+    torch.manual_seed(0)
+    features = ShapesBackbone(SMALL).eval()
+    predictions = features.with_output("predictions")
+    assert features.config.output == "features" and predictions.config.output == "predictions"
+    images = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        fmap = features(images)
+        probs = predictions(images)
+        heads = features.predict_cells(fmap.permute(0, 2, 3, 1))
+    c = SMALL.num_places + SMALL.num_objects
+    assert fmap.shape == (2, 32, 16, 16) and probs.shape == (2, c, 16, 16)
+    assert predictions.feature_dim == c and features.feature_dim == 32
+    place, coverage = probs[:, : SMALL.num_places], probs[:, SMALL.num_places :]
+    torch.testing.assert_close(place.sum(1), torch.ones(2, 16, 16))
+    torch.testing.assert_close(place.permute(0, 2, 3, 1), heads["place"].softmax(-1))
+    torch.testing.assert_close(coverage.permute(0, 2, 3, 1), heads["coverage"].sigmoid())
+    # Saved and loaded with its output setting; a config written before the field existed
+    # loads as "features".
+    predictions.save_pretrained(tmp_path / "p")
+    loaded = load_backbone(tmp_path / "p")
+    assert loaded.config.output == "predictions"
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images), probs)
+    features.save_pretrained(tmp_path / "f")
+    cfg = json.loads((tmp_path / "f" / "config.json").read_text())
+    del cfg["output"]
+    (tmp_path / "f" / "config.json").write_text(json.dumps(cfg))
+    assert load_backbone(tmp_path / "f").config.output == "features"
+    with pytest.raises(XLXMERTError, match="output"):
+        ShapesBackboneConfig(output="logits")

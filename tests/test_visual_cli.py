@@ -162,6 +162,23 @@ def test_wrong_shape_feature_array_error(pipeline, tmp_path, capsys):
     assert "shape" in _one_line_error(capsys)
 
 
+def test_predictions_output(pipeline, tmp_path, capsys):
+    data, bb, _, _ = pipeline
+    args = ["features", "extract", "--data", str(data), "--split", "val", "--out", str(tmp_path / "f")]
+    assert main([*args, "--backbone-dir", str(bb), "--backbone-output", "predictions", "--no-progress"]) == 0
+    store = FeatureStore.open(tmp_path / "f")
+    assert store.dim == 4 + 36  # places + colour×shape coverages
+    feats = np.asarray(store.features, dtype=np.float32)
+    np.testing.assert_allclose(feats[..., :4].sum(-1), 1.0, atol=2e-3)
+    assert feats.min() >= 0 and feats.max() <= 1
+    saved = json.loads((tmp_path / "f" / "backbone" / "config.json").read_text())
+    assert saved["output"] == "predictions"
+    code = main(
+        [*args[:-1], str(tmp_path / "r"), "--backbone", "resnet50", "--backbone-output", "predictions"]
+    )
+    assert code == 1 and "shapes backbones only" in _one_line_error(capsys)
+
+
 def test_usage_errors(pipeline, tmp_path, capsys):
     data, _, _, _ = pipeline
     code = main(["features", "extract", "--data", str(data), "--out", str(tmp_path / "f"), "--no-progress"])

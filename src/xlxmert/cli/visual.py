@@ -58,6 +58,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="N of the N×N grid (default: shapes-64 vocabulary preset's "
         "for shapes backbones, 8 for resnet50)",
     )
+    ext.add_argument(
+        "--backbone-output",
+        choices=("features", "predictions"),
+        help="shapes backbones: the D-dim feature map, or the per-cell heads' place probabilities "
+        "and colour×shape coverages (default: as the backbone folder was saved)",
+    )
     ext.add_argument("--image-size", type=int, default=256, help="input side for resnet50 (default 256)")
     ext.add_argument("--chunk-size", type=int, default=1024)
     ext.add_argument("--batch-size", type=int, default=32)
@@ -130,11 +136,13 @@ def _backbone_train(args: argparse.Namespace) -> int:
 
 
 def _features_extract(args: argparse.Namespace) -> int:
-    from xlxmert.visual.backbones import ResNetBackbone, load_backbone
+    from xlxmert.visual.backbones import ResNetBackbone, ShapesBackbone, load_backbone
     from xlxmert.visual.grid import GridFeatureExtractor
     from xlxmert.visual.store import extract_features
     from xlxmert.visual.vocabulary import VocabularyConfig
 
+    if args.backbone_output is not None and args.backbone == "resnet50":
+        raise XLXMERTError("--backbone-output applies to shapes backbones only")
     if args.backbone == "shapes":
         if args.backbone_dir is None:
             raise XLXMERTError(
@@ -150,6 +158,10 @@ def _features_extract(args: argparse.Namespace) -> int:
     else:
         backbone = load_backbone(Path(args.backbone))
         grid = VocabularyConfig.from_preset("shapes-64" if backbone.image_size <= 64 else "paper").grid_size
+    if args.backbone_output is not None:
+        if not isinstance(backbone, ShapesBackbone):
+            raise XLXMERTError("--backbone-output applies to shapes backbones only")
+        backbone = backbone.with_output(args.backbone_output)
     extractor = GridFeatureExtractor(backbone, args.grid_size or grid)
     start = time.perf_counter()
     store = extract_features(

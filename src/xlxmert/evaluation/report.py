@@ -671,6 +671,7 @@ def markdown_report(results: dict[str, Any]) -> str:
         cells = [_fmt(s.get(f"rprec_hard_{c}"), True) for c in CATEGORIES]
         cells += [_fmt(s.get(f"semantic_{c}"), True) for c in CATEGORIES]
         lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
+    lines += _relative_table(results["rows"])
     acc = results["rows"][0]["scores"].get("evaluator_accuracy")
     if acc:
         lines += [
@@ -693,6 +694,36 @@ def markdown_report(results: dict[str, Any]) -> str:
     if notes:
         lines += ["", "Notes:", *[f"- {n}" for n in notes]]
     return "\n".join(lines) + "\n"
+
+
+# Scores compared with the original images' (a painted image is as good as the original when 1.0).
+RELATIVE_KEYS: tuple[tuple[str, str], ...] = (
+    *((f"Sem. {c}", f"semantic_{c}") for c in CATEGORIES),
+    ("R-prec-hard", "rprec_hard"),
+)
+
+
+def _relative_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Each painted row's scores divided by the original images' (empty when there is no original row)."""
+    base = next((row["scores"] for row in rows if row.get("kind") == "original"), None)
+    if base is None or not any(base.get(key) for _, key in RELATIVE_KEYS):
+        return []
+    lines = [
+        "",
+        "## Relative to the original images (painted score / original score)",
+        "",
+        "| Method | " + " | ".join(name for name, _ in RELATIVE_KEYS) + " |",
+        "|---|" + "---:|" * len(RELATIVE_KEYS),
+    ]
+    for row in rows:
+        if row.get("kind") in ("original", "control-mismatched"):
+            continue
+        cells = []
+        for _, key in RELATIVE_KEYS:
+            value, ref = row["scores"].get(key), base.get(key)
+            cells.append("–" if value is None or not ref else f"{value / ref:.2f}")
+        lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _text_tile(text: str, width: int, height: int) -> Image.Image:

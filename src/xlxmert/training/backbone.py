@@ -111,7 +111,7 @@ def cell_losses(
     grid_sizes: tuple[int, ...],
 ) -> torch.Tensor:
     """Sum over grids of place CE + presence BCEs (pairs, colours, shapes) + coverage soft-BCE."""
-    fmap = model(images)
+    fmap = model.feature_map(images)
     c, s = model.config.num_colors, model.config.num_shapes
     total = images.new_zeros(())
     for n in grid_sizes:
@@ -148,7 +148,7 @@ def evaluate_cells(model: ShapesBackbone, data: CellTargets, grid_size: int, bat
     dom_counts = torch.zeros(model.config.num_objects + 1)
     for s in range(0, len(data), batch_size):
         images, labels, places = data.batch(torch.arange(s, min(s + batch_size, len(data))), augment=False)
-        logits = model.predict_cells(grid_pool(model(images), grid_size))
+        logits = model.predict_cells(grid_pool(model.feature_map(images), grid_size))
         coverage, present = cell_targets(labels, grid_size, model.config.num_objects)
         place_ok += (logits["place"].argmax(-1) == places[:, None, None]).sum().item()
         exact += ((logits["objects"] > 0) == present).all(-1).sum().item()

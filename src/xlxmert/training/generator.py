@@ -607,7 +607,7 @@ def shapes_cell_agreement(backbone: nn.Module, grid_size: int, batch_size: int =
             x = images[start : start + batch_size]
             if x.shape[-1] != size:
                 x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-            heads = backbone.predict_cells(grid_pool(backbone(x), grid_size))
+            heads = backbone.predict_cells(grid_pool(backbone.feature_map(x), grid_size))
             places.append(heads["place"].argmax(-1).flatten(1))
             objects.append((heads["objects"] > 0).flatten(1, 2))
         return torch.cat(places), torch.cat(objects)

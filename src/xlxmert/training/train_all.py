@@ -47,14 +47,24 @@ class TrainAllConfig:
     data_workers: int = 1
     tokenizer_vocab_size: int = 1000
     backbone_steps: int = 1500
+    # Grid features = the backbone's per-cell predictions (ShapesBackboneConfig.output), clustered
+    # into K = 256 words. Measured against its 128-d feature map with K = 2048 (MODEL_CARD.md): the
+    # feature map spends half its words on the background's render noise (each place's background
+    # spread over 250-489 words, 4.7-5.7 nats) which a caption cannot predict; predictions leave it
+    # 0-0.63 nats, and 248 of 256 words are object words.
+    backbone_output: str = "predictions"
+    vocab_clusters: int | None = 256  # None: the vocabulary preset's
     vocab_sample_size: int | None = None  # None: the vocabulary preset's
-    # Sized for about an hour of a 2-core CPU (generator and pretraining can run side by side);
-    # bf16 autocast measured about 2x faster than fp32 for both on an AVX512-BF16 CPU.
-    generator_steps: int = 800
+    # Sized for about 1.5 hours of a 2-core CPU; bf16 autocast measured about 2x faster than fp32
+    # for both the generator and pretraining on an AVX512-BF16 CPU.
+    generator_steps: int = 2400
     generator_batch_size: int | None = 16  # None: the generator trainer's default
     generator_bf16: bool = True
-    pretrain_steps: int = 1500
-    pretrain_batch_size: int | None = 32  # None: the pretraining preset's
+    pretrain_steps: int = 3000
+    pretrain_batch_size: int | None = 64  # None: the pretraining preset's
+    pretrain_lr: float | None = 5e-4  # None: the pretraining preset's
+    standardize_features: bool = True  # XLxmertConfig.standardize_features
+    caption_dropout: float = 0.1  # PretrainConfig.caption_dropout (for classifier-free guidance)
     mixed_precision: str = "bf16"  # pretraining autocast: "no", "bf16" or "fp16"
     evaluator_steps: int = 1000
     matcher_steps: int = 600
@@ -155,6 +165,7 @@ def _features(work: Path, cfg: TrainAllConfig, progress: bool) -> dict[str, Any]
 
     grid = VocabularyConfig.from_preset(cfg.stage_preset).grid_size
     extractor = GridFeatureExtractor.from_pretrained(work / "backbone", grid_size=grid)
+    extractor.backbone = extractor.backbone.with_output(cfg.backbone_output)
     counts = {}
     for split in ("train", "val", *EVAL_SPLITS):
         store = extract_features(
@@ -171,6 +182,8 @@ def _vocab(work: Path, cfg: TrainAllConfig, progress: bool) -> dict[str, Any]:
     overrides = {"seed": cfg.seed}
     if cfg.vocab_sample_size is not None:
         overrides["sample_size"] = cfg.vocab_sample_size
+    if cfg.vocab_clusters is not None:
+        overrides["num_clusters"] = cfg.vocab_clusters
     train = FeatureStore.open(work / "features" / "train")
     config = VocabularyConfig.from_preset(
         cfg.stage_preset, dim=train.dim, grid_size=train.grid_size, **overrides
@@ -204,15 +217,18 @@ def _transformer(work: Path, cfg: TrainAllConfig, progress: bool) -> dict[str, A
         "steps": cfg.pretrain_steps,
         "seed": cfg.seed,
         "mixed_precision": cfg.mixed_precision,
+        "caption_dropout": cfg.caption_dropout,
     }
     if cfg.pretrain_batch_size is not None:
         overrides["batch_size"] = cfg.pretrain_batch_size
+    if cfg.pretrain_lr is not None:
+        overrides["lr"] = cfg.pretrain_lr
     model = pretrain(
         work / "data",
         work / "vocab",
         work / "tokenizer",
         work / "transformer",
-        XLxmertConfig.from_preset(cfg.stage_preset),
+        XLxmertConfig.from_preset(cfg.stage_preset, standardize_features=cfg.standardize_features),
         PretrainConfig.from_preset(cfg.stage_preset, **overrides),
         progress=progress,
     )
@@ -223,7 +239,8 @@ def _assemble(work: Path, out: Path) -> None:
     """Copy the five components into ``out`` (a model folder)."""
     sources = {
         "tokenizer": work / "tokenizer",
-        "backbone": work / "backbone",
+        # The backbone as the features were extracted with it (its output setting included).
+        "backbone": work / "transformer" / "backbone",
         "vocabulary": work / "transformer" / "vocabulary",
         "transformer": work / "transformer" / "transformer",
         "generator": work / "generator" / "generator",

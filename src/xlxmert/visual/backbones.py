@@ -39,6 +39,9 @@ PLACES: tuple[str, ...] = tuple(world.PLACES)
 COLORS: tuple[str, ...] = tuple(world.COLORS)
 SHAPES: tuple[str, ...] = tuple(world.SHAPES)
 
+# What a shapes backbone's forward returns (ShapesBackboneConfig.output).
+BACKBONE_OUTPUTS = ("features", "predictions")
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -51,6 +54,10 @@ class ShapesBackboneConfig:
     feature map has stride ``2 ** (len(widths) - 1)`` (64-px images, 3 stages → a 16×16 map, which
     tiles both an 8×8 and a 16×16 grid exactly). ``feature_dim`` is the grid-feature size ``D``.
     ``train_grid_sizes``: the grids the per-cell heads are trained on (one backbone serves all).
+    ``output``: what :meth:`ShapesBackbone.forward` returns, ``"features"`` (the ``D``-dim feature
+    map) or ``"predictions"`` (the per-cell heads' place probabilities and colour×shape coverages at
+    every map position, ``num_places + num_objects`` channels: a semantic feature whose k-means
+    words are objects, with no words spent on the background's render noise).
     """
 
     kind: str = "shapes"
@@ -61,6 +68,7 @@ class ShapesBackboneConfig:
     num_places: int = len(PLACES)
     num_colors: int = len(COLORS)
     num_shapes: int = len(SHAPES)
+    output: str = "features"
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         # D = 128 chosen by benchmarks/bench_features.py (see the shapes-64 VocabularyConfig).
@@ -68,6 +76,10 @@ class ShapesBackboneConfig:
         # The paper's grid-feature size (D = 2048) on 256-px ShapeScenes: stride 8 → 32×32 map.
         "paper": dict(image_size=256, widths=(16, 32, 64, 128), feature_dim=2048, train_grid_sizes=(8,)),
     }
+
+    def __post_init__(self) -> None:
+        if self.output not in BACKBONE_OUTPUTS:
+            raise XLXMERTError(f"backbone output must be one of {BACKBONE_OUTPUTS}, got {self.output!r}")
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> ShapesBackboneConfig:
@@ -83,6 +95,11 @@ class ShapesBackboneConfig:
     def num_objects(self) -> int:
         """Number of (colour, shape) classes: colour-major, ``c * num_shapes + s``."""
         return self.num_colors * self.num_shapes
+
+    @property
+    def output_dim(self) -> int:
+        """Channels of the forward output: ``feature_dim``, or ``num_places + num_objects``."""
+        return self.feature_dim if self.output == "features" else self.num_places + self.num_objects
 
 
 def _conv_block(c_in: int, c_out: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
@@ -100,8 +117,9 @@ class ShapesBackbone(PretrainedMixin, nn.Module):
 
     Feature map = ``proj(context(last stage)) + skip(stem pooled to the stride)``. The per-cell
     heads (``place_head``, ``object_head``, ``color_head``, ``shape_head``, ``coverage_head``) read
-    pooled grid features and exist for training only (:meth:`predict_cells`); extraction uses
-    :meth:`forward`.
+    pooled grid features (:meth:`predict_cells`). With ``config.output == "predictions"`` the
+    forward pass returns the place and coverage heads' probabilities instead of the feature map
+    (:meth:`with_output` switches a trained backbone).
     """
 
     config_class = ShapesBackboneConfig
@@ -139,7 +157,14 @@ class ShapesBackbone(PretrainedMixin, nn.Module):
 
     @property
     def feature_dim(self) -> int:
-        return self.config.feature_dim
+        """Channels of :meth:`forward`'s output (``config.output_dim``)."""
+        return self.config.output_dim
+
+    def with_output(self, output: str) -> ShapesBackbone:
+        """The same weights with ``config.output = output`` (a new module; ``self`` is unchanged)."""
+        other = type(self)(dataclasses.replace(self.config, output=output))
+        other.load_state_dict(self.state_dict())
+        return other.train(self.training)
 
     def feature_stages(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Outputs of each conv stage: ``[B, widths[k], S / 2**k, S / 2**k]`` for k = 0..len(widths)-1.
@@ -153,11 +178,25 @@ class ShapesBackbone(PretrainedMixin, nn.Module):
             out.append(x)
         return out
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """``images: FloatTensor[B, 3, H, W] in [-1, 1]`` → ``FloatTensor[B, D, H/stride, W/stride]``."""
+    def feature_map(self, images: torch.Tensor) -> torch.Tensor:
+        """``images: FloatTensor[B, 3, H, W] in [-1, 1]`` → ``[B, feature_dim, H/stride, W/stride]``."""
         stages = self.feature_stages(images)
         stem = nn.functional.avg_pool2d(stages[0], self.config.stride)
         return self.proj(self.context(stages[-1])) + self.skip(stem)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``images: FloatTensor[B, 3, H, W] in [-1, 1]`` → ``[B, output_dim, H/stride, W/stride]``.
+
+        ``output == "predictions"``: channels are ``softmax(place)`` then ``sigmoid(coverage)``
+        (colour-major pairs), each map position read by the heads. Both are fractions of an area,
+        so the grid's average pooling of them is the cell's own place distribution and coverage.
+        """
+        fmap = self.feature_map(images)
+        if self.config.output == "features":
+            return fmap
+        heads = self.predict_cells(fmap.permute(0, 2, 3, 1))
+        probs = torch.cat([heads["place"].softmax(-1), heads["coverage"].sigmoid()], dim=-1)
+        return probs.permute(0, 3, 1, 2).contiguous()
 
     def predict_cells(self, cells: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-cell logits from grid features ``cells: FloatTensor[..., D]``.
@@ -311,6 +350,7 @@ def backbone_image_size(backbone: nn.Module) -> int:
 
 
 __all__ = [
+    "BACKBONE_OUTPUTS",
     "COLORS",
     "PLACES",
     "SHAPES",
