@@ -307,6 +307,26 @@ def test_caption_dropout_empties_only_visual_masking_texts(tiny):
         PretrainConfig.from_preset("shapes-64", steps=1, batch_size=8, lr=1e-3, caption_dropout=1.0)
 
 
+def test_full_mask_prob_masks_every_cell_of_some_visual_examples(tiny):
+    data = pt.load_pretrain_data(tiny["data"], tiny["vocab"], "train", None)
+    tok = TextTokenizer.from_pretrained(tiny["tok"])
+    examples = np.arange(64)
+
+    def masks(prob):
+        cfg = PretrainConfig.from_preset("shapes-64", steps=1, batch_size=8, lr=1e-3, full_mask_prob=prob)
+        return pt.make_batch("visual", examples, data, tok, cfg, N * N, 4, torch.Generator().manual_seed(0))
+
+    plain, half, every = masks(0.0).visual_mask, masks(0.5).visual_mask, masks(1.0).visual_mask
+    assert bool(every.all())
+    full = half.all(dim=1)
+    assert 10 < int(full.sum()) < 54  # about half of 64 rows
+    # The other rows keep the uniform masks the same generator draws without the option.
+    assert torch.equal(half[~full], plain[~full])
+    assert torch.equal(half, masks(0.5).visual_mask)  # drawn from the step's generator
+    with pytest.raises(pt.XLXMERTError, match="full_mask_prob"):
+        PretrainConfig.from_preset("shapes-64", steps=1, batch_size=8, lr=1e-3, full_mask_prob=1.5)
+
+
 def test_batch_to_moves_every_tensor(tiny):
     data = pt.load_pretrain_data(tiny["data"], tiny["vocab"], "train", None)
     tok = TextTokenizer.from_pretrained(tiny["tok"])
@@ -337,10 +357,10 @@ def test_cli_continues_a_run_with_caption_dropout_and_plain_features(tiny, tmp_p
     small = ["--batch-size", "4", "--eval-samples", "8", "--quiet", "--steps", "2"]
     assert cli_main(cli_args(tiny, tmp_path / "a", *small, "--no-standardize-features")) == 0
     init = ["--init", str(tmp_path / "a")]
-    args = [*small, *init, "--caption-dropout", "0.3", "--no-standardize-features"]
+    args = [*small, *init, "--caption-dropout", "0.3", "--full-mask-prob", "0.2", "--no-standardize-features"]
     assert cli_main(cli_args(tiny, tmp_path / "b", *args)) == 0
     saved = json.loads((tmp_path / "b" / "pretrain_config.json").read_text())
-    assert saved["caption_dropout"] == 0.3
+    assert saved["caption_dropout"] == 0.3 and saved["full_mask_prob"] == 0.2
     assert (
         json.loads((tmp_path / "b" / "transformer" / "config.json").read_text())["standardize_features"]
         is False

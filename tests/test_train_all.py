@@ -44,6 +44,8 @@ def test_train_all_tiny_end_to_end(tmp_path, capsys):
     assert (vocab["dim"], vocab["num_clusters"]) == (40, 256)
     transformer = json.loads((out / "transformer" / "config.json").read_text())
     assert transformer["standardize_features"] is True and transformer["feature_dim"] == 40
+    pretrain_config = json.loads((work / "transformer" / "pretrain_config.json").read_text())
+    assert (pretrain_config["full_mask_prob"], pretrain_config["caption_dropout"]) == (0.3, 0.1)
     card = (out / "MODEL_CARD.md").read_text()
     assert f"xlxmert train-all --preset tiny --out {out.as_posix()}" in card
     assert "Metrics on `test`" in card

@@ -27,6 +27,7 @@ def _pretrain(args: argparse.Namespace) -> int:
             "mask_prob",
             "ccc_data",
             "caption_dropout",
+            "full_mask_prob",
             "task_choice",
             "seed",
             "checkpoint_every",
@@ -114,6 +115,12 @@ def register(subparsers) -> None:
         type=float,
         default=None,
         help="visual masking: probability of the empty caption (for classifier-free guidance; default 0)",
+    )
+    p.add_argument(
+        "--full-mask-prob",
+        type=float,
+        default=None,
+        help="visual masking: probability that every cell is masked, as when painting starts (default 0)",
     )
     p.add_argument(
         "--init", default=None, metavar="MODEL_DIR", help="start from this model folder's transformer weights"

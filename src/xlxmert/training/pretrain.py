@@ -68,6 +68,10 @@ class PretrainConfig:
     visual-masking batches, the probability that a text is replaced by the empty caption
     (``[CLS] [SEP]``), so the model also learns to paint unconditionally and classifier-free
     guidance has a trained unconditional prediction (not in the paper; 0 = off).
+    ``full_mask_prob``: in visual-masking batches, the probability that an example has every cell
+    masked, the state painting starts from (not in the paper; 0 = off). Where one visible cell
+    reveals most of the rest (ShapeScenes' background is one colour), the caption only helps CCC
+    when nearly every cell is masked, which uniform masking draws for 1 example in M.
     """
 
     steps: int
@@ -79,6 +83,7 @@ class PretrainConfig:
     mask_prob: float = 0.15
     ccc_data: str = "captions"
     caption_dropout: float = 0.0
+    full_mask_prob: float = 0.0
     task_choice: str = "cycle"
     qa: bool = True
     answer_min_count: int = 1
@@ -132,6 +137,8 @@ class PretrainConfig:
             )
         if not 0.0 <= self.caption_dropout < 1.0:
             raise XLXMERTError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
+        if not 0.0 <= self.full_mask_prob <= 1.0:
+            raise XLXMERTError(f"full_mask_prob must be in [0, 1], got {self.full_mask_prob}")
         if not 0.0 < self.mask_prob <= 1.0:
             raise XLXMERTError(f"mask_prob must be in (0, 1], got {self.mask_prob}")
         if self.checkpoint_every < 1 or self.eval_every < 1:
@@ -358,6 +365,9 @@ def make_batch(
             batch.visual_mask = uniform_visual_mask(B, num_cells, gen)
         else:
             batch.visual_mask = bernoulli_visual_mask(B, num_cells, config.mask_prob, gen)
+        if config.full_mask_prob > 0:
+            full = torch.rand(B, generator=gen) < config.full_mask_prob
+            batch.visual_mask[full] = True
     elif task == "text":
         batch.input_ids, batch.mlm_labels = mask_text_tokens(
             tok.input_ids,

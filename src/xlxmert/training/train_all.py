@@ -65,6 +65,10 @@ class TrainAllConfig:
     pretrain_lr: float | None = 5e-4  # None: the pretraining preset's
     standardize_features: bool = True  # XLxmertConfig.standardize_features
     caption_dropout: float = 0.1  # PretrainConfig.caption_dropout (for classifier-free guidance)
+    # PretrainConfig.full_mask_prob: measured on the K = 2048 model, the caption was worth 0.95 nats
+    # per cell with every cell masked but 0.03 with 10 % visible, and at step 500 of a uniform-only
+    # run the all-masked prediction was still the majority word.
+    full_mask_prob: float = 0.3
     mixed_precision: str = "bf16"  # pretraining autocast: "no", "bf16" or "fp16"
     evaluator_steps: int = 1000
     matcher_steps: int = 600
@@ -218,6 +222,7 @@ def _transformer(work: Path, cfg: TrainAllConfig, progress: bool) -> dict[str, A
         "seed": cfg.seed,
         "mixed_precision": cfg.mixed_precision,
         "caption_dropout": cfg.caption_dropout,
+        "full_mask_prob": cfg.full_mask_prob,
     }
     if cfg.pretrain_batch_size is not None:
         overrides["batch_size"] = cfg.pretrain_batch_size
