@@ -104,6 +104,22 @@ def test_paint_out_dir_writes_one_image_per_caption(model_dir, tmp_path, capsys)
     assert names == ["000.png", "000_strip.png", "001.png", "001_strip.png"]
 
 
+def test_paint_defaults_to_the_models_sampler_settings(model_dir, tmp_path, capsys):
+    import shutil
+
+    from xlxmert.sampling import SamplerConfig
+
+    folder = tmp_path / "m"
+    shutil.copytree(model_dir, folder)
+    SamplerConfig("random", temperature=1.0).save_pretrained(folder / "sampler")
+    paths = [tmp_path / f"{name}.png" for name in ("default", "explicit", "paper")]
+    flags = [[], ["--sampler", "random", "--temperature", "1"], ["--sampler", "mask-predict"]]
+    for path, extra in zip(paths, flags):
+        assert run(capsys, "paint", "a red circle", "-o", str(path), "--model", str(folder), *extra)[0] == 0
+    default, explicit, paper = (Image.open(p).tobytes() for p in paths)
+    assert default == explicit and default != paper
+
+
 def test_paint_model_from_the_environment(model_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("XLXMERT_MODEL", model_dir)
     code, _, err = run(capsys, "paint", "a red circle", "-o", str(tmp_path / "env.png"))

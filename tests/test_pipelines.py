@@ -136,6 +136,36 @@ def test_save_pretrained_round_trip(painter, tmp_path):
     assert torch.equal(copy(CAPTIONS, seed=0).ids, painter(CAPTIONS, seed=0).ids)
 
 
+def test_the_model_folders_sampler_settings_are_the_default(model_dir, tmp_path):
+    import shutil
+
+    from xlxmert.sampling import SamplerConfig
+
+    folder = tmp_path / "m"
+    shutil.copytree(model_dir, folder)
+    settings = SamplerConfig("mask-predict", steps=3, temperature=2.0, anneal=True)
+    settings.save_pretrained(folder / "sampler")
+    pipe = PaintPipeline.from_pretrained(folder)
+    assert pipe.sampler == settings
+    explicit = dict(sampler="mask-predict", steps=3, temperature=2.0, anneal=True)
+    assert torch.equal(pipe(CAPTIONS, seed=0).ids, pipe(CAPTIONS, seed=0, **explicit).ids)
+    # A named option overrides one setting and keeps the rest; another sampler starts afresh.
+    assert pipe.sampler.merged(temperature=0.5) == SamplerConfig("mask-predict", 3, 0.5, True)
+    assert pipe.sampler.merged("tl-br") == SamplerConfig("tl-br")
+    assert torch.equal(
+        pipe(CAPTIONS, seed=0, temperature=0.0).ids,
+        pipe(CAPTIONS, seed=0, sampler="mask-predict", steps=3, temperature=0.0).ids,
+    )
+    # Without sampler/ the pipeline paints like the paper: Mask-Predict-4, argmax.
+    plain = PaintPipeline.from_pretrained(model_dir)
+    assert plain.sampler == SamplerConfig("mask-predict", None, 0.0, False)
+    assert torch.equal(plain(CAPTIONS, seed=0).ids, plain(CAPTIONS, seed=0, steps=4, temperature=0.0).ids)
+    pipe.save_pretrained(tmp_path / "copy")
+    assert PaintPipeline.from_pretrained(tmp_path / "copy").sampler == settings
+    with pytest.raises(XLXMERTError, match="unknown sampler"):
+        SamplerConfig("zigzag")
+
+
 def test_lxmert_grid_paints_regressed_features(grid_model_dir):
     pipe = PaintPipeline.from_pretrained(grid_model_dir)
     assert pipe.paints_features

@@ -1,7 +1,7 @@
 """``xlxmert paint``, ``xlxmert caption`` and ``xlxmert answer``: the pipelines from the shell.
 
     xlxmert paint "a red circle in the snow" ["caption" ...] -o out.png [--model DIR]
-                  [--sampler mask-predict --steps 4 --seed 0 --temperature T --anneal --top-k K] [--strip]
+                  [--sampler NAME --steps K --seed 0 --temperature T --anneal --top-k K] [--strip]
     xlxmert caption img.png [img.png ...] [--prefix "a"] [--model DIR]
     xlxmert answer img.png "what color is the circle" [--model DIR]
 
@@ -144,11 +144,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     where.add_argument("-o", "--out", help="output image; several captions are tiled into one grid image")
     where.add_argument("--out-dir", help="folder for one image per caption (000.png, 001.png, ...)")
     _add_model(p)
-    p.add_argument("--sampler", choices=SAMPLER_NAMES, default="mask-predict", help="grid sampling order")
-    p.add_argument("--steps", type=int, help="steps (default: 4 for mask-predict, else one per grid cell)")
+    p.add_argument(
+        "--sampler",
+        choices=SAMPLER_NAMES,
+        help="grid sampling order. The sampling options default to the model's sampler/config.json, "
+        "else the paper's mask-predict, 4 steps, argmax",
+    )
+    p.add_argument("--steps", type=int, help="steps (mask-predict: 4; the others: one per grid cell)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling draws and the generator noise")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = argmax (the paper); > 0 samples ids")
-    p.add_argument("--anneal", action="store_true", help="decay the temperature linearly to 0 over the steps")
+    p.add_argument("--temperature", type=float, help="0 = argmax (the paper); > 0 samples ids")
+    p.add_argument(
+        "--anneal",
+        action=argparse.BooleanOptionalAction,
+        help="decay the temperature linearly to 0 over the steps",
+    )
     p.add_argument(
         "--guidance-scale", type=float, default=1.0, help="classifier-free guidance (1 = none, the paper)"
     )

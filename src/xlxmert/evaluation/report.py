@@ -314,6 +314,15 @@ def _steps_label(sampler: str, steps: int | None) -> str:
     return str(steps) if steps is not None else "one per cell"
 
 
+def _sampler(config: EvaluationConfig):
+    """The evaluation's sampler, exactly as configured (not merged with a model's own settings)."""
+    from xlxmert.sampling.visual import get_sampler
+
+    return get_sampler(
+        config.sampler, steps=config.steps, temperature=config.temperature, anneal=config.anneal
+    )
+
+
 def _paint(
     pipe, captions: Sequence[str], config: EvaluationConfig, progress: bool, desc: str
 ) -> list[Image.Image]:
@@ -321,11 +330,8 @@ def _paint(
     for s in tqdm(range(0, len(captions), config.batch_size), desc=desc, disable=not progress):
         out = pipe(
             list(captions[s : s + config.batch_size]),
-            sampler=config.sampler,
-            steps=config.steps,
+            sampler=_sampler(config),
             seed=config.seed,
-            temperature=config.temperature,
-            anneal=config.anneal,
             guidance_scale=config.guidance_scale,
         )
         images.extend(out.images)
@@ -338,15 +344,7 @@ def _paint_empty_caption(pipe, n: int, config: EvaluationConfig) -> list[Image.I
     Painted with the same sampler settings as the models' rows; one image, repeated (every
     caption's draws are seeded alike, so with no words every image would be the same).
     """
-    out = pipe(
-        [""],
-        sampler=config.sampler,
-        steps=config.steps,
-        seed=config.seed,
-        temperature=config.temperature,
-        anneal=config.anneal,
-        allow_empty=True,
-    )
+    out = pipe([""], sampler=_sampler(config), seed=config.seed, allow_empty=True)
     return out.images * n
 
 

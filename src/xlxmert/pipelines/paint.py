@@ -27,7 +27,7 @@ from xlxmert.errors import XLXMERTError
 from xlxmert.models.generator import SpadeGenerator
 from xlxmert.models.transformer import XLxmertForPreTraining
 from xlxmert.pipelines.common import load_tokenizer_and_transformer, load_vocabulary, tokenize_texts
-from xlxmert.sampling.visual import VisualSampler, get_sampler
+from xlxmert.sampling.visual import SamplerConfig, VisualSampler
 from xlxmert.utils.model_folder import component_dir, update_model_index
 from xlxmert.utils.seeding import torch_generator
 from xlxmert.visual.vocabulary import VisualVocabulary
@@ -49,8 +49,9 @@ class PaintPipeline:
     """Text-to-image with X-LXMERT (or the LXMERT+Grid probe).
 
     Components: ``tokenizer`` (TextTokenizer), ``transformer`` (XLxmertForPreTraining),
-    ``vocabulary`` (``lookup(ids [..]) -> [.., D]``; unused by LXMERT+Grid) and ``generator``
-    (SpadeGenerator).
+    ``vocabulary`` (``lookup(ids [..]) -> [.., D]``; unused by LXMERT+Grid), ``generator``
+    (SpadeGenerator) and ``sampler`` (:class:`SamplerConfig`, the settings used where a call names
+    none; default the paper's Mask-Predict-4 argmax).
     """
 
     def __init__(
@@ -59,7 +60,9 @@ class PaintPipeline:
         transformer: XLxmertForPreTraining,
         vocabulary: VisualVocabulary,
         generator: SpadeGenerator,
+        sampler: SamplerConfig | None = None,
     ) -> None:
+        self.sampler = sampler or SamplerConfig()
         self.tokenizer = tokenizer
         self.transformer = transformer.eval()
         self.vocabulary = vocabulary
@@ -80,14 +83,18 @@ class PaintPipeline:
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path) -> PaintPipeline:
-        """Load a model folder (``tokenizer/``, ``transformer/``, ``vocabulary/``, ``generator/``)."""
+        """Load a model folder (``tokenizer/``, ``transformer/``, ``vocabulary/``, ``generator/``,
+        and ``sampler/`` when it has one)."""
         tokenizer, transformer = load_tokenizer_and_transformer(model_dir)
         generator = SpadeGenerator.from_pretrained(component_dir(model_dir, "generator"))
-        return cls(tokenizer, transformer, load_vocabulary(model_dir), generator)
+        folder = Path(model_dir) / "sampler"
+        sampler = SamplerConfig.from_pretrained(folder) if folder.is_dir() else None
+        return cls(tokenizer, transformer, load_vocabulary(model_dir), generator, sampler)
 
     def save_pretrained(self, model_dir: str | Path) -> Path:
-        """Write the four components into ``model_dir`` and update ``model_index.json``."""
+        """Write the components into ``model_dir`` and update ``model_index.json``."""
         model_dir = Path(model_dir)
+        self.sampler.save_pretrained(model_dir / "sampler")
         self.tokenizer.save_pretrained(model_dir / "tokenizer")
         self.vocabulary.save_pretrained(model_dir / "vocabulary")
         self.generator.save_pretrained(model_dir / "generator")
@@ -169,11 +176,11 @@ class PaintPipeline:
     def __call__(
         self,
         captions: Sequence[str] | str,
-        sampler: str | VisualSampler = "mask-predict",
+        sampler: str | VisualSampler | None = None,
         steps: int | None = None,
         seed: int = 0,
-        temperature: float = 0.0,
-        anneal: bool = False,
+        temperature: float | None = None,
+        anneal: bool | None = None,
         top_k: int | None = None,
         return_intermediates: bool = False,
         use_text_cache: bool = True,
@@ -186,6 +193,8 @@ class PaintPipeline:
         ``sampler``: a name (``tl-br``, ``random``, ``easy-first``, ``mask-predict``) or a
         :class:`VisualSampler`; ``steps`` (None: the sampler's default, Mask-Predict-4),
         ``temperature`` (0: argmax, the paper), ``anneal``, ``top_k`` configure a named sampler.
+        Arguments left None take the pipeline's :class:`SamplerConfig` (``self.sampler``, from the
+        model folder), except that naming another sampler starts from that sampler's defaults.
         ``guidance_scale``: classifier-free guidance (1 = none; see :meth:`sample`).
         ``return_intermediates``: also decode the grid after every step into an image.
         Raises :class:`XLXMERTError` for an empty caption (unless ``allow_empty``, for the
@@ -193,8 +202,11 @@ class PaintPipeline:
         """
         if isinstance(captions, str):
             captions = [captions]
-        if isinstance(sampler, str):
-            sampler = get_sampler(sampler, steps=steps, temperature=temperature, anneal=anneal, top_k=top_k)
+        if sampler is None or isinstance(sampler, str):
+            settings = self.sampler.merged(
+                sampler, steps=steps, temperature=temperature, anneal=anneal, top_k=top_k
+            )
+            sampler = settings.build()
         out = self.sample(
             captions, sampler, seed, return_intermediates, use_text_cache, allow_empty, guidance_scale
         )

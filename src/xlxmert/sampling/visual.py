@@ -34,8 +34,10 @@ decaying counts (64, 48, 32, 16) on randomly chosen cells; Easy-First becomes a 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -378,6 +380,54 @@ SAMPLERS: dict[str, type[VisualSampler]] = {
     cls.name: cls
     for cls in (TopLeftToBottomRightSampler, RandomSampler, EasyFirstSampler, MaskPredictSampler)
 }
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """A sampler's settings, saved in a model folder as ``sampler/config.json``: how the model
+    paints when the caller names no settings (as a diffusers scheduler config sits beside its
+    pipeline). The defaults are the paper's: Mask-Predict-4, argmax.
+
+    ``name``: a key of :data:`SAMPLERS`; ``steps``: None for the sampler's default; see
+    :func:`get_sampler` for ``temperature``, ``anneal`` and ``top_k``.
+    """
+
+    name: str = "mask-predict"
+    steps: int | None = None
+    temperature: float = 0.0
+    anneal: bool = False
+    top_k: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in SAMPLERS:
+            raise XLXMERTError(f"unknown sampler {self.name!r}; choose one of {', '.join(SAMPLERS)}")
+        if self.temperature < 0:
+            raise XLXMERTError(f"temperature must be >= 0 (0 = argmax), got {self.temperature}")
+
+    def build(self) -> VisualSampler:
+        return get_sampler(self.name, self.steps, self.temperature, self.anneal, self.top_k)
+
+    def merged(self, name: str | None = None, **overrides: Any) -> SamplerConfig:
+        """These settings with ``overrides`` whose value is not None applied. Naming another
+        sampler than ``self.name`` starts from that sampler's defaults instead, and temperature 0
+        (argmax) switches annealing off unless ``anneal`` is given too."""
+        base = self if name in (None, self.name) else SamplerConfig(name=name)
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if given.get("temperature") == 0 and "anneal" not in given:
+            given["anneal"] = False
+        return dataclasses.replace(base, **given)
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        from xlxmert.utils.config import save_config
+
+        save_config(self, folder)
+        return Path(folder)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> SamplerConfig:
+        from xlxmert.utils.config import load_config
+
+        return load_config(cls, folder)
 
 
 def get_sampler(

@@ -73,8 +73,12 @@ class TrainAllConfig:
     evaluator_steps: int = 1000
     matcher_steps: int = 600
     eval_n: int = 300
+    # How the model paints: evaluated with these settings and saved as the model's sampler/ (the
+    # CLI's and PaintPipeline's default for it).
     eval_sampler: str = "mask-predict"
     eval_steps: int | None = 4
+    eval_temperature: float = 0.0
+    eval_anneal: bool = False
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "shapes-64": {},
@@ -240,8 +244,10 @@ def _transformer(work: Path, cfg: TrainAllConfig, progress: bool) -> dict[str, A
     return {"parameters": model.num_parameters()}
 
 
-def _assemble(work: Path, out: Path) -> None:
-    """Copy the five components into ``out`` (a model folder)."""
+def _assemble(work: Path, out: Path, cfg: TrainAllConfig) -> None:
+    """Copy the five components into ``out`` (a model folder) and write its sampler settings."""
+    from xlxmert.sampling.visual import SamplerConfig
+
     sources = {
         "tokenizer": work / "tokenizer",
         # The backbone as the features were extracted with it (its output setting included).
@@ -255,6 +261,10 @@ def _assemble(work: Path, out: Path) -> None:
     # The vocabulary's per-split id arrays are training data, not part of the model.
     shutil.rmtree(out / "vocabulary" / "ids", ignore_errors=True)
     shutil.rmtree(out / "vocabulary" / "backbone", ignore_errors=True)
+    sampler = SamplerConfig(
+        cfg.eval_sampler, cfg.eval_steps, temperature=cfg.eval_temperature, anneal=cfg.eval_anneal
+    )
+    sampler.save_pretrained(out / "sampler")
     update_model_index(out)
 
 
@@ -276,7 +286,13 @@ def _evaluation(work: Path, out: Path, cfg: TrainAllConfig, progress: bool) -> d
     results = {}
     for split in EVAL_SPLITS:
         config = EvaluationConfig(
-            split=split, n=cfg.eval_n, sampler=cfg.eval_sampler, steps=cfg.eval_steps, seed=cfg.seed
+            split=split,
+            n=cfg.eval_n,
+            sampler=cfg.eval_sampler,
+            steps=cfg.eval_steps,
+            temperature=cfg.eval_temperature,
+            anneal=cfg.eval_anneal,
+            seed=cfg.seed,
         )
         results[split] = evaluate(
             [out], work / "data", work / "eval-suite", work / "eval" / split, config, progress
@@ -354,7 +370,7 @@ def train_all(
             return None
 
     log(f"[{len(STAGES) + 1}/{len(STAGES) + 2}] assembling the model folder → {out}")
-    _assemble(work, out)
+    _assemble(work, out, config)
     update_model_index(out, preset=config.stage_preset)
 
     eval_folder = work / "eval"

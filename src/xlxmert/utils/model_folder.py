@@ -7,6 +7,7 @@
       vocabulary/           config.json + centroids.safetensors
       transformer/          config.json + model.safetensors
       generator/            config.json + model.safetensors
+      sampler/              config.json (optional: how the model paints by default)
 
 Every training stage writes its component into such a folder; every pipeline loads from one.
 """
@@ -22,6 +23,7 @@ from xlxmert.errors import XLXMERTError
 
 INDEX_NAME = "model_index.json"
 COMPONENTS = ("tokenizer", "backbone", "vocabulary", "transformer", "generator")
+OPTIONAL_COMPONENTS = ("sampler",)
 
 
 def read_model_index(folder: str | Path) -> dict[str, Any]:
@@ -45,15 +47,16 @@ def update_model_index(folder: str | Path, **fields: Any) -> dict[str, Any]:
     path = folder / INDEX_NAME
     index = json.loads(path.read_text()) if path.is_file() else {"_class_name": "XLxmert"}
     index.update(fields)
-    index["components"] = {name: name for name in COMPONENTS if (folder / name).is_dir()}
+    present = (name for name in COMPONENTS + OPTIONAL_COMPONENTS if (folder / name).is_dir())
+    index["components"] = {name: name for name in present}
     path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     return index
 
 
 def component_dir(folder: str | Path, name: str) -> Path:
     """Path of component ``name`` inside model folder ``folder``, which must exist."""
-    if name not in COMPONENTS:
-        raise ValueError(f"unknown component {name!r}; expected one of {COMPONENTS}")
+    if name not in COMPONENTS + OPTIONAL_COMPONENTS:
+        raise ValueError(f"unknown component {name!r}; expected one of {COMPONENTS + OPTIONAL_COMPONENTS}")
     path = Path(folder) / name
     if not path.is_dir():
         raise XLXMERTError(f"{folder} has no {name}/ component; train it first (see README: training stages)")
