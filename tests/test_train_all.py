@@ -19,7 +19,19 @@ def _one_thread():
 
 def test_train_all_tiny_end_to_end(tmp_path, capsys):
     out, work = tmp_path / "model", tmp_path / "work"
-    config = TrainAllConfig.from_preset("tiny")
+    # The non-default options on the way: cell predictions as features, K = 64, standardized
+    # features, caption dropout, fully masked images, a sampled evaluation.
+    config = TrainAllConfig.from_preset(
+        "tiny",
+        backbone_output="predictions",
+        vocab_clusters=64,
+        standardize_features=True,
+        caption_dropout=0.1,
+        full_mask_prob=0.3,
+        eval_steps=3,
+        eval_temperature=2.0,
+        eval_anneal=True,
+    )
 
     # Stop part-way: later stages have not run, earlier ones are recorded.
     assert (
@@ -35,19 +47,32 @@ def test_train_all_tiny_end_to_end(tmp_path, capsys):
     assert set(summary["stages"]) == {s.name for s in STAGES} | {"evaluation"}
 
     index = json.loads((out / "model_index.json").read_text())
-    assert set(index["components"]) == {"tokenizer", "backbone", "vocabulary", "transformer", "generator"}
+    assert set(index["components"]) == {
+        "tokenizer",
+        "backbone",
+        "vocabulary",
+        "transformer",
+        "generator",
+        "sampler",
+    }
     assert not list(out.rglob(".complete")) and not (out / "vocabulary" / "ids").exists()
-    # The features are the backbone's cell predictions (4 places + 36 coverages), K = 256 words;
+    # The features are the backbone's cell predictions (4 places + 36 coverages), K = 64 words;
     # the model folder's backbone computes them the same way.
     assert json.loads((out / "backbone" / "config.json").read_text())["output"] == "predictions"
     vocab = json.loads((out / "vocabulary" / "config.json").read_text())
-    assert (vocab["dim"], vocab["num_clusters"]) == (40, 256)
+    assert (vocab["dim"], vocab["num_clusters"]) == (40, 64)
     transformer = json.loads((out / "transformer" / "config.json").read_text())
     assert transformer["standardize_features"] is True and transformer["feature_dim"] == 40
     pretrain_config = json.loads((work / "transformer" / "pretrain_config.json").read_text())
     assert (pretrain_config["full_mask_prob"], pretrain_config["caption_dropout"]) == (0.3, 0.1)
     card = (out / "MODEL_CARD.md").read_text()
-    assert f"xlxmert train-all --preset tiny --out {out.as_posix()}" in card
+    assert (
+        f"xlxmert train-all --preset tiny --out {out.as_posix()} --backbone-output predictions "
+        "--vocab-clusters 64 --full-mask-prob 0.3 --caption-dropout 0.1 --standardize-features "
+        "--eval-steps 3 --eval-temperature 2.0 --eval-anneal"
+    ) in card
+    sampler = json.loads((out / "sampler" / "config.json").read_text())
+    assert sampler == {"anneal": True, "name": "mask-predict", "steps": 3, "temperature": 2.0, "top_k": None}
     assert "Metrics on `test`" in card
     for split in ("test", "compositional"):
         assert (work / "eval" / split / "table.md").is_file()
@@ -90,6 +115,24 @@ def test_train_all_refuses_other_settings_in_the_same_work_folder(tmp_path, caps
     )
     err = capsys.readouterr().err.strip()
     assert code == 1 and "other train-all settings" in err and "\n" not in err
+
+
+def test_a_work_folder_from_before_a_new_setting_resumes(tmp_path):
+    work = tmp_path / "work"
+    train_all(tmp_path / "m", TrainAllConfig.from_preset("tiny"), work=work, progress=False,
+              stop_after="data", log=lambda _: None)  # fmt: skip
+    path = work / "train_all_config.json"
+    saved = json.loads(path.read_text())
+    del saved["full_mask_prob"]  # as written by a version without the field
+    path.write_text(json.dumps(saved))
+    lines: list[str] = []
+    train_all(tmp_path / "m", TrainAllConfig.from_preset("tiny"), work=work, progress=False,
+              stop_after="data", log=lines.append)  # fmt: skip
+    assert any("data: complete, skipped" in line for line in lines)
+    path.write_text(json.dumps(saved))
+    with pytest.raises(Exception, match="other train-all settings"):
+        train_all(tmp_path / "m", TrainAllConfig.from_preset("tiny", full_mask_prob=0.5), work=work,
+                  progress=False, stop_after="data", log=lambda _: None)  # fmt: skip
 
 
 def test_unknown_stop_after_stage_is_an_error(tmp_path):

@@ -40,6 +40,39 @@ def register(subparsers) -> None:
     p.add_argument("--generator-steps", type=int, default=None)
     p.add_argument("--pretrain-steps", type=int, default=None)
     p.add_argument("--eval-n", type=int, default=None, help="images per evaluated split")
+    p.add_argument(
+        "--backbone-output",
+        choices=("features", "predictions"),
+        default=None,
+        help="grid features: the backbone's feature map (default) or its per-cell predictions",
+    )
+    p.add_argument("--vocab-clusters", type=int, default=None, help="K (default: the vocabulary preset's)")
+    p.add_argument("--pretrain-batch-size", type=int, default=None)
+    p.add_argument("--pretrain-lr", type=float, default=None)
+    p.add_argument(
+        "--standardize-features",
+        action="store_true",
+        default=None,
+        help="standardize the transformer's visual features by the centroids' statistics",
+    )
+    p.add_argument("--caption-dropout", type=float, default=None, help="pretraining: empty-caption share")
+    p.add_argument(
+        "--full-mask-prob", type=float, default=None, help="pretraining: share of fully masked images"
+    )
+    p.add_argument(
+        "--eval-sampler",
+        choices=("mask-predict", "tl-br", "random", "easy-first"),
+        default=None,
+        help="sampler of the evaluation (default mask-predict), saved as the model's sampler/ default",
+    )
+    p.add_argument("--eval-steps", type=int, default=None, help="its steps (default 4)")
+    p.add_argument(
+        "--eval-temperature",
+        type=float,
+        default=None,
+        help="sampling temperature of the evaluation, saved as the model's sampler/ default",
+    )
+    p.add_argument("--eval-anneal", action="store_true", default=None, help="anneal that temperature to 0")
     p.add_argument("--data-workers", type=int, default=None, help="processes rendering scenes")
     p.add_argument(
         "--stop-after",
