@@ -254,7 +254,7 @@ class _ColourCells(torch.nn.Module):
 
     image_size = SIZE
 
-    def forward(self, images):
+    def feature_map(self, images):
         return images
 
     def predict_cells(self, cells):

@@ -589,7 +589,8 @@ def _default_agreement(vocab_dir, data: GroundTruthGrids) -> Callable | None:
 
 def shapes_cell_agreement(backbone: nn.Module, grid_size: int, batch_size: int = 64) -> Callable:
     """Do shapes and colours survive? Compare the ShapeScenes backbone's per-cell predictions on
-    reconstructions with those on the originals.
+    reconstructions with those on the originals. ``backbone`` needs ``feature_map(images)`` and
+    ``predict_cells(cells)`` (:class:`ShapesBackbone`, whatever its ``output`` setting).
 
     Returns a hook ``(reconstructions, originals) -> dict``: ``place_agreement`` (cells whose
     predicted place matches), ``object_f1`` (F1 of the (cell, colour×shape) labels predicted on the
