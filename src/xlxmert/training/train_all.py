@@ -115,6 +115,16 @@ class TrainAllConfig:
         return " ".join(parts)
 
     @property
+    def sampler(self) -> Any:
+        """The evaluation's :class:`~xlxmert.sampling.visual.SamplerConfig` (also the model's
+        ``sampler/``)."""
+        from xlxmert.sampling.visual import SamplerConfig
+
+        return SamplerConfig(
+            self.eval_sampler, self.eval_steps, temperature=self.eval_temperature, anneal=self.eval_anneal
+        )
+
+    @property
     def stage_preset(self) -> str:
         """The preset of the stage configs (model sizes): ``tiny`` runs use ``shapes-64`` sizes."""
         return "shapes-64" if self.preset == "tiny" else self.preset
@@ -257,8 +267,6 @@ def _transformer(work: Path, cfg: TrainAllConfig, progress: bool) -> dict[str, A
 
 def _assemble(work: Path, out: Path, cfg: TrainAllConfig) -> None:
     """Copy the five components into ``out`` (a model folder) and write its sampler settings."""
-    from xlxmert.sampling.visual import SamplerConfig
-
     sources = {
         "tokenizer": work / "tokenizer",
         # The backbone as the features were extracted with it (its output setting included).
@@ -272,10 +280,7 @@ def _assemble(work: Path, out: Path, cfg: TrainAllConfig) -> None:
     # The vocabulary's per-split id arrays are training data, not part of the model.
     shutil.rmtree(out / "vocabulary" / "ids", ignore_errors=True)
     shutil.rmtree(out / "vocabulary" / "backbone", ignore_errors=True)
-    sampler = SamplerConfig(
-        cfg.eval_sampler, cfg.eval_steps, temperature=cfg.eval_temperature, anneal=cfg.eval_anneal
-    )
-    sampler.save_pretrained(out / "sampler")
+    cfg.sampler.save_pretrained(out / "sampler")
     update_model_index(out)
 
 
@@ -295,16 +300,10 @@ def _evaluation(work: Path, out: Path, cfg: TrainAllConfig, progress: bool) -> d
     from xlxmert.evaluation.report import EvaluationConfig, evaluate
 
     results = {}
+    s = cfg.sampler
+    sampling = dict(sampler=s.name, steps=s.steps, temperature=s.temperature, anneal=s.anneal)
     for split in EVAL_SPLITS:
-        config = EvaluationConfig(
-            split=split,
-            n=cfg.eval_n,
-            sampler=cfg.eval_sampler,
-            steps=cfg.eval_steps,
-            temperature=cfg.eval_temperature,
-            anneal=cfg.eval_anneal,
-            seed=cfg.seed,
-        )
+        config = EvaluationConfig(split=split, n=cfg.eval_n, seed=cfg.seed, **sampling)
         results[split] = evaluate(
             [out], work / "data", work / "eval-suite", work / "eval" / split, config, progress
         )
