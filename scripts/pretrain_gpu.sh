@@ -14,7 +14,8 @@
 # logs.tar.gz (logs and metrics.csv of every variant) and the best variant (by CCC top-5 at mask
 # ratio 1.0, i.e. painting from the caption alone) as best.tar.gz, split into 15 MB parts
 # (best.tar.gz.part-aa, ...). Env: BATCH (per step, default the preset's),
-# PYTHON (default python3).
+# PYTHON (default python3), ARGS_A / ARGS_B / ARGS_C (replace a variant's extra `xlxmert pretrain`
+# arguments, e.g. ARGS_C="--position-frequencies 5 --ccc-class-balance 0.5 --full-mask-prob 0.3").
 set -uo pipefail
 WORK=$1 RESULTS=$2 BUDGET=$3
 PY=${PYTHON:-python3}
@@ -28,7 +29,7 @@ RUNS=/tmp/xlxmert-runs
 rm -rf "$RUNS" && mkdir -p "$RUNS"
 EXTRA=()
 [[ -n ${BATCH:-} ]] && EXTRA+=(--batch-size "$BATCH")
-declare -A ARGS=([A]="" [B]="--no-standardize-features" [C]="--lr 1e-3")
+declare -A ARGS=([A]="${ARGS_A-}" [B]="${ARGS_B---no-standardize-features}" [C]="${ARGS_C---lr 1e-3}")
 
 launch() {  # launch NAME STEPS OUT TIMEOUT
     # shellcheck disable=SC2086

@@ -327,6 +327,40 @@ def test_full_mask_prob_masks_every_cell_of_some_visual_examples(tiny):
         PretrainConfig.from_preset("shapes-64", steps=1, batch_size=8, lr=1e-3, full_mask_prob=1.5)
 
 
+def test_ccc_class_balance_weights_rare_words_up(tiny, tmp_path):
+    ids = torch.tensor([[0, 0, 0, 0, 0, 0, 0, 1], [0, 0, 0, 0, 0, 0, 2, 2]])
+    assert pt.ccc_class_weights(ids, 4, 0.0) is None  # the paper's plain loss
+    counts = torch.tensor([14.0, 2.0, 3.0, 1.0])  # +1 each; word 3 never occurs
+    full = pt.ccc_class_weights(ids, 4, 1.0)
+    assert torch.allclose(full, counts.mean() / counts)
+    half = pt.ccc_class_weights(ids, 4, 0.5)
+    assert torch.allclose(half, full.sqrt())
+    assert half[1] > half[2] > half[0]
+
+    # The weighted CCC loss is the weighted mean over the masked cells.
+    data = pt.load_pretrain_data(tiny["data"], tiny["vocab"], "train", None)
+    tok = TextTokenizer.from_pretrained(tiny["tok"])
+    config = PretrainConfig.from_preset("shapes-64", steps=1, batch_size=8, lr=1e-3)
+    gen = torch.Generator().manual_seed(0)
+    batch = pt.make_batch("visual", np.arange(8), data, tok, config, N * N, 4, gen)
+    model = run(tiny, tmp_path / "model", steps=1).eval()
+    cfg = model.config
+    weights = pt.ccc_class_weights(data.visual_ids, cfg.num_clusters, 1.0)
+    plain = pt.batch_losses(model, batch, cfg)["ccc"]
+    weighted = pt.batch_losses(model, batch, cfg, weights)["ccc"]
+    with torch.no_grad():
+        logits = model(
+            batch.input_ids, batch.attention_mask, visual_ids=batch.visual_ids, visual_mask=batch.visual_mask
+        ).visual_logits.float()
+    target = batch.visual_ids[batch.visual_mask]
+    nll = -logits[batch.visual_mask].log_softmax(-1).gather(1, target[:, None])[:, 0]
+    assert torch.allclose(plain, nll.mean(), atol=1e-5)
+    assert torch.allclose(weighted, (weights[target] * nll).sum() / weights[target].sum(), atol=1e-5)
+    assert not torch.allclose(plain, weighted)
+    with pytest.raises(pt.XLXMERTError, match="ccc_class_balance"):
+        PretrainConfig.from_preset("shapes-64", steps=1, batch_size=8, lr=1e-3, ccc_class_balance=2.0)
+
+
 def test_batch_to_moves_every_tensor(tiny):
     data = pt.load_pretrain_data(tiny["data"], tiny["vocab"], "train", None)
     tok = TextTokenizer.from_pretrained(tiny["tok"])
@@ -358,9 +392,10 @@ def test_cli_continues_a_run_with_caption_dropout_and_plain_features(tiny, tmp_p
     assert cli_main(cli_args(tiny, tmp_path / "a", *small, "--no-standardize-features")) == 0
     init = ["--init", str(tmp_path / "a")]
     args = [*small, *init, "--caption-dropout", "0.3", "--full-mask-prob", "0.2", "--no-standardize-features"]
-    assert cli_main(cli_args(tiny, tmp_path / "b", *args)) == 0
+    assert cli_main(cli_args(tiny, tmp_path / "b", *args, "--ccc-class-balance", "0.5")) == 0
     saved = json.loads((tmp_path / "b" / "pretrain_config.json").read_text())
     assert saved["caption_dropout"] == 0.3 and saved["full_mask_prob"] == 0.2
+    assert saved["ccc_class_balance"] == 0.5
     assert (
         json.loads((tmp_path / "b" / "transformer" / "config.json").read_text())["standardize_features"]
         is False

@@ -111,9 +111,22 @@ def test_random_200_fills_a_permutation_then_remasks_one_cell_at_a_time():
     assert not torch.equal(order[0], order[1])  # each row its own order (one shared generator)
 
 
-def test_random_needs_at_least_one_step_per_cell_and_fixed_length_samplers_reject_other_counts():
-    with pytest.raises(XLXMERTError, match="at least 64"):
-        run(RandomSampler(steps=10))
+def test_random_with_fewer_steps_than_cells_fills_its_permutation_in_chunks():
+    out, model = run(RandomSampler(steps=10))
+    assert len(out.updated) == len(model.calls) == 10
+    sizes = [u.sum(1).tolist() for u in out.updated]
+    assert sizes == [[(k + 1) * M // 10 - k * M // 10] * 2 for k in range(10)]  # 64 cells in 10 chunks
+    assert sorted({s[0] for s in sizes}) == [6, 7]
+    written = torch.stack(out.updated).sum(0)
+    assert torch.equal(written, torch.ones(2, M, dtype=written.dtype))  # each cell written once
+    for step in range(10):  # every unfilled cell is masked, as in Random-M
+        filled = torch.stack(out.updated[:step]).any(0) if step else torch.zeros(2, M, dtype=torch.bool)
+        assert torch.equal(model.calls[step][1], ~filled)
+    again, _ = run(RandomSampler(steps=10))
+    assert torch.equal(torch.stack(again.updated), torch.stack(out.updated))  # seeded order
+
+
+def test_fixed_length_samplers_reject_other_step_counts():
     with pytest.raises(XLXMERTError, match="exactly 64"):
         run(get_sampler("tl-br", steps=4))
     with pytest.raises(XLXMERTError, match="exactly 64"):

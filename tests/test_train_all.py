@@ -28,6 +28,8 @@ def test_train_all_tiny_end_to_end(tmp_path, capsys):
         standardize_features=True,
         caption_dropout=0.1,
         full_mask_prob=0.3,
+        ccc_class_balance=0.5,
+        position_frequencies=2,
         eval_steps=3,
         eval_temperature=2.0,
         eval_anneal=True,
@@ -63,12 +65,15 @@ def test_train_all_tiny_end_to_end(tmp_path, capsys):
     assert (vocab["dim"], vocab["num_clusters"]) == (40, 64)
     transformer = json.loads((out / "transformer" / "config.json").read_text())
     assert transformer["standardize_features"] is True and transformer["feature_dim"] == 40
+    assert transformer["position_frequencies"] == 2
     pretrain_config = json.loads((work / "transformer" / "pretrain_config.json").read_text())
     assert (pretrain_config["full_mask_prob"], pretrain_config["caption_dropout"]) == (0.3, 0.1)
+    assert pretrain_config["ccc_class_balance"] == 0.5
     card = (out / "MODEL_CARD.md").read_text()
     assert (
         f"xlxmert train-all --preset tiny --out {out.as_posix()} --backbone-output predictions "
-        "--vocab-clusters 64 --full-mask-prob 0.3 --caption-dropout 0.1 --standardize-features "
+        "--vocab-clusters 64 --full-mask-prob 0.3 --ccc-class-balance 0.5 --position-frequencies 2 "
+        "--caption-dropout 0.1 --standardize-features "
         "--eval-steps 3 --eval-temperature 2.0 --eval-anneal"
     ) in card
     sampler = json.loads((out / "sampler" / "config.json").read_text())

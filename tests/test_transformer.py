@@ -12,7 +12,8 @@ from scipy.stats import chisquare
 
 from xlxmert.errors import XLXMERTError
 from xlxmert.models.masking import bernoulli_visual_mask, mask_text_tokens, uniform_visual_mask
-from xlxmert.models.transformer import XLxmertConfig, XLxmertForPreTraining, cell_boxes
+from xlxmert.models.transformer import XLxmertConfig, XLxmertForPreTraining, cell_boxes, cell_positions
+from xlxmert.utils.config import load_config
 
 K, D, N = 12, 8, 4
 M = N * N
@@ -230,3 +231,33 @@ def test_standardized_features_use_the_centroid_statistics():
     # New centroids bring new statistics.
     model.set_centroids(model.centroids * 3 + 1)
     assert torch.allclose(model.visual_features(all_ids)[0, :K].std(0), torch.ones(D), atol=1e-4)
+
+
+def test_fourier_cell_positions_widen_the_position_input_and_round_trip(tmp_path):
+    assert torch.equal(cell_positions(N, 0), cell_boxes(N))
+    pos = cell_positions(N, 3)
+    assert pos.shape == (M, 4 + 4 * 3) and torch.equal(pos[:, :4], cell_boxes(N))
+    cx, cy = (2 + 0.5) / N, (1 + 0.5) / N  # cell 1 * N + 2
+    for f in range(3):
+        w = np.pi * 2**f
+        expected = [np.sin(w * cx), np.cos(w * cx), np.sin(w * cy), np.cos(w * cy)]
+        assert np.allclose(pos[N + 2, 4 + 4 * f : 8 + 4 * f].numpy(), expected, atol=1e-6)
+    model = tiny_model(position_frequencies=3).eval()
+    assert model.bert.encoder.visn_fc.box_fc.in_features == 16
+    ids, mask, vids, vmask = inputs()
+    plain = tiny_model().eval()
+    assert plain.bert.encoder.visn_fc.box_fc.in_features == 4  # the paper's box
+    (tmp_path / "vocabulary").mkdir()
+    save_file({"centroids": model.centroids.clone()}, str(tmp_path / "vocabulary" / "centroids.safetensors"))
+    model.save_pretrained(tmp_path)
+    again = XLxmertForPreTraining.from_pretrained(tmp_path).eval()
+    assert again.config.position_frequencies == 3
+    assert torch.equal(again(ids, mask, vids).visual_logits, model(ids, mask, vids).visual_logits)
+    # A config written before the field existed loads as the paper's box input.
+    cfg_file = tmp_path / "transformer" / "config.json"
+    saved = json.loads(cfg_file.read_text())
+    del saved["position_frequencies"]
+    cfg_file.write_text(json.dumps(saved))
+    assert load_config(XLxmertConfig, tmp_path / "transformer").position_frequencies == 0
+    with pytest.raises(XLXMERTError, match="position_frequencies"):
+        tiny_config(position_frequencies=-1)

@@ -150,7 +150,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="grid sampling order. The sampling options default to the model's sampler/config.json, "
         "else the paper's mask-predict, 4 steps, argmax",
     )
-    p.add_argument("--steps", type=int, help="steps (mask-predict: 4; the others: one per grid cell)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        help="steps (mask-predict: 4; the others: one per grid cell; random: fewer fills several a step)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling draws and the generator noise")
     p.add_argument("--temperature", type=float, help="0 = argmax (the paper); > 0 samples ids")
     p.add_argument(

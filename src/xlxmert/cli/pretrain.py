@@ -12,6 +12,8 @@ def _pretrain(args: argparse.Namespace) -> int:
     model_overrides = {"variant": args.variant}
     if args.standardize_features is not None:
         model_overrides["standardize_features"] = args.standardize_features
+    if args.position_frequencies is not None:
+        model_overrides["position_frequencies"] = args.position_frequencies
     if args.visual_target is not None:
         model_overrides["visual_target"] = args.visual_target
     elif args.variant == "lxmert-grid":
@@ -28,6 +30,7 @@ def _pretrain(args: argparse.Namespace) -> int:
             "ccc_data",
             "caption_dropout",
             "full_mask_prob",
+            "ccc_class_balance",
             "task_choice",
             "seed",
             "checkpoint_every",
@@ -87,6 +90,13 @@ def register(subparsers) -> None:
         default=None,
         help="standardize visual features by the centroids' statistics (default: the preset's)",
     )
+    p.add_argument(
+        "--position-frequencies",
+        type=int,
+        default=None,
+        metavar="F",
+        help="add sin/cos of each cell's centre at F octaves to its box position (default 0, the paper)",
+    )
     p.add_argument("--data", required=True, help="data root holding SPLIT/captions_SPLIT.json")
     p.add_argument("--vocab", required=True, help="visual vocabulary folder (xlxmert vocab build + assign)")
     p.add_argument("--tokenizer", required=True, help="tokenizer folder (TextTokenizer.save_pretrained)")
@@ -121,6 +131,13 @@ def register(subparsers) -> None:
         type=float,
         default=None,
         help="visual masking: probability that every cell is masked, as when painting starts (default 0)",
+    )
+    p.add_argument(
+        "--ccc-class-balance",
+        type=float,
+        default=None,
+        metavar="BETA",
+        help="weight CCC by (word frequency)^-BETA, in [0, 1] (default 0, the paper's plain loss)",
     )
     p.add_argument(
         "--init", default=None, metavar="MODEL_DIR", help="start from this model folder's transformer weights"

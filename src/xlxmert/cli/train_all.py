@@ -60,6 +60,12 @@ def register(subparsers) -> None:
         "--full-mask-prob", type=float, default=None, help="pretraining: share of fully masked images"
     )
     p.add_argument(
+        "--ccc-class-balance", type=float, default=None, help="pretraining: CCC weight (frequency)^-BETA"
+    )
+    p.add_argument(
+        "--position-frequencies", type=int, default=None, help="transformer: Fourier octaves of positions"
+    )
+    p.add_argument(
         "--eval-sampler",
         choices=("mask-predict", "tl-br", "random", "easy-first"),
         default=None,

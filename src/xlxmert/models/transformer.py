@@ -42,6 +42,7 @@ from xlxmert.errors import XLXMERTError
 from xlxmert.utils.config import load_config, save_config
 from xlxmert.utils.model_folder import update_model_index
 from xlxmert.utils.weights import load_weights, save_weights
+from xlxmert.visual.grid import cell_boxes
 
 VARIANTS = ("x-lxmert", "lxmert-grid")
 VISUAL_TARGETS = ("clusters", "regression")
@@ -78,7 +79,10 @@ class XLxmertConfig:
     ``standardize_features``: subtract the centroids' per-dimension mean and divide by their std
     before the visual projection (not in the paper; grid features share a large common component
     that the projection's LayerNorm would otherwise spend its range on). Off for the paper's sizes
-    and for checkpoints written before it existed.
+    and for checkpoints written before it existed. ``position_frequencies`` F: besides its box,
+    each cell's position input gets sin/cos of its centre at F octaves (:func:`cell_positions`;
+    not in the paper, whose 4-d box is F = 0). A box enters attention linearly, so a first layer
+    cannot single out a cell's neighbours; Fourier features let it (NeRF/Transformer-style).
     """
 
     vocab_size: int
@@ -97,6 +101,7 @@ class XLxmertConfig:
     visual_target: str = "clusters"
     dropout: float = 0.1
     standardize_features: bool = False
+    position_frequencies: int = 0
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         # BERT-base sizes, 9/5/5 layers, 10000 clusters of 2048-d fc6 features, 9500 QA answers.
@@ -135,6 +140,8 @@ class XLxmertConfig:
                 f"hidden_size {self.hidden_size} is not a multiple of "
                 f"num_attention_heads {self.num_attention_heads}"
             )
+        if self.position_frequencies < 0:
+            raise XLXMERTError(f"position_frequencies must be >= 0, got {self.position_frequencies}")
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> XLxmertConfig:
@@ -162,7 +169,7 @@ class XLxmertConfig:
             hidden_dropout_prob=self.dropout,
             attention_probs_dropout_prob=self.dropout,
             visual_feat_dim=self.feature_dim,
-            visual_pos_dim=4,
+            visual_pos_dim=4 + 4 * self.position_frequencies,
             num_qa_labels=self.num_answers,
             max_position_embeddings=512,
             type_vocab_size=2,
@@ -246,11 +253,19 @@ class MaskedFeatureRegressionHead(nn.Module):
         return self.linear_feat(self.transform(vision_hidden))
 
 
-def cell_boxes(grid_size: int) -> torch.Tensor:
-    """``FloatTensor[N*N, 4]``: box ``[j/N, i/N, (j+1)/N, (i+1)/N]`` of cell ``i*N + j`` (row-major)."""
-    i, j = torch.meshgrid(torch.arange(grid_size), torch.arange(grid_size), indexing="ij")
-    i, j = i.reshape(-1).float(), j.reshape(-1).float()
-    return torch.stack([j, i, j + 1, i + 1], dim=1) / grid_size
+def cell_positions(grid_size: int, frequencies: int = 0) -> torch.Tensor:
+    """``FloatTensor[N*N, 4 + 4F]``: each cell's box ``[x0, y0, x1, y1]`` (:func:`cell_boxes`, the
+    LXMERT position input), then for f < F ``sin, cos`` of ``2^f·π·cx`` and of ``2^f·π·cy`` at the
+    cell's centre (cx, cy)."""
+    boxes = cell_boxes(grid_size)
+    if frequencies == 0:
+        return boxes
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2  # [M, 2]
+    angles = centres[:, None, :] * (math.pi * 2.0 ** torch.arange(frequencies, dtype=torch.float32))[:, None]
+    waves = torch.stack(
+        [angles[..., 0].sin(), angles[..., 0].cos(), angles[..., 1].sin(), angles[..., 1].cos()], -1
+    )
+    return torch.cat([boxes, waves.reshape(len(boxes), -1)], dim=1)
 
 
 def _extended_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -289,7 +304,11 @@ class XLxmertForPreTraining(nn.Module):
         self.register_buffer("feature_mean", torch.zeros(D), persistent=False)
         self.register_buffer("feature_std", torch.ones(D), persistent=False)
         self._update_feature_stats()
-        self.register_buffer("cell_boxes", cell_boxes(config.grid_size), persistent=False)
+        self.register_buffer(
+            "cell_positions",
+            cell_positions(config.grid_size, config.position_frequencies),
+            persistent=False,
+        )
         if config.visual_target == "clusters":
             self.obj_predict_head: nn.Module = ClusterClassificationHead(lx, self.centroids)
         else:
@@ -404,8 +423,8 @@ class XLxmertForPreTraining(nn.Module):
         lang = text_encoding.hidden
         lang_mask = _extended_mask(text_encoding.attention_mask, lang.dtype)
         feats = self.visual_features(visual_ids, visual_feats, visual_mask)
-        boxes = self.cell_boxes.to(feats.dtype).expand(feats.shape[0], -1, -1)
-        vision = self.bert.encoder.visn_fc(feats, boxes)
+        positions = self.cell_positions.to(feats.dtype).expand(feats.shape[0], -1, -1)
+        vision = self.bert.encoder.visn_fc(feats, positions)
         for layer in self.bert.encoder.r_layers:
             vision = layer(vision, None)[0]
         for layer in self.bert.encoder.x_layers:

@@ -72,6 +72,10 @@ class PretrainConfig:
     masked, the state painting starts from (not in the paper; 0 = off). Where one visible cell
     reveals most of the rest (ShapeScenes' background is one colour), the caption only helps CCC
     when nearly every cell is masked, which uniform masking draws for 1 example in M.
+    ``ccc_class_balance`` β: weights CCC's cross-entropy by ``(n_k / mean n)^-β`` for target word
+    k, n_k its count in the training split's grids (+1), so rare words (objects, where backgrounds
+    fill most cells) weigh more; 0 is the paper's unweighted loss, 1 inverse frequency (not in
+    the paper).
     """
 
     steps: int
@@ -84,6 +88,7 @@ class PretrainConfig:
     ccc_data: str = "captions"
     caption_dropout: float = 0.0
     full_mask_prob: float = 0.0
+    ccc_class_balance: float = 0.0
     task_choice: str = "cycle"
     qa: bool = True
     answer_min_count: int = 1
@@ -139,6 +144,8 @@ class PretrainConfig:
             raise XLXMERTError(f"caption_dropout must be in [0, 1), got {self.caption_dropout}")
         if not 0.0 <= self.full_mask_prob <= 1.0:
             raise XLXMERTError(f"full_mask_prob must be in [0, 1], got {self.full_mask_prob}")
+        if not 0.0 <= self.ccc_class_balance <= 1.0:
+            raise XLXMERTError(f"ccc_class_balance must be in [0, 1], got {self.ccc_class_balance}")
         if not 0.0 < self.mask_prob <= 1.0:
             raise XLXMERTError(f"mask_prob must be in (0, 1], got {self.mask_prob}")
         if self.checkpoint_every < 1 or self.eval_every < 1:
@@ -389,8 +396,25 @@ def make_batch(
     return batch
 
 
-def batch_losses(model: torch.nn.Module, batch: Batch, config: XLxmertConfig) -> dict[str, torch.Tensor]:
-    """Losses of one batch, by name (``ccc`` / ``mvfr``, ``mlm``, ``itm``, ``qa``)."""
+def ccc_class_weights(visual_ids: torch.Tensor, num_clusters: int, balance: float) -> torch.Tensor | None:
+    """FloatTensor[K]: CCC's weight of each target word, ``(n_k / mean n)^-balance`` with n_k the
+    word's count in ``visual_ids`` (+1); None for ``balance`` 0 (the paper's plain loss)."""
+    if balance == 0:
+        return None
+    counts = torch.bincount(visual_ids.flatten().long(), minlength=num_clusters).double() + 1.0
+    return (counts / counts.mean()).pow(-balance).float()
+
+
+def batch_losses(
+    model: torch.nn.Module,
+    batch: Batch,
+    config: XLxmertConfig,
+    ccc_weights: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """Losses of one batch, by name (``ccc`` / ``mvfr``, ``mlm``, ``itm``, ``qa``).
+
+    ``ccc_weights``: FloatTensor[K] of per-word CCC weights (:func:`ccc_class_weights`); the loss
+    is then the weighted mean over the masked cells."""
     feats = batch.visual_feats if config.variant == "lxmert-grid" else None
     out = model(
         batch.input_ids,
@@ -405,7 +429,9 @@ def batch_losses(model: torch.nn.Module, batch: Batch, config: XLxmertConfig) ->
         if config.visual_target == "clusters":
             logits = out.visual_logits.float()
             losses["ccc"] = (
-                F.cross_entropy(logits[mask], batch.visual_ids[mask]) if mask.any() else logits.sum() * 0
+                F.cross_entropy(logits[mask], batch.visual_ids[mask], weight=ccc_weights)
+                if mask.any()
+                else logits.sum() * 0
             )
         else:
             losses["mvfr"] = masked_feature_regression_loss(
@@ -720,6 +746,7 @@ def pretrain(
         val_data = load_pretrain_data(data_root, vocab_dir, pc.val_split, None)
         val_examples = np.arange(min(pc.eval_samples, len(val_data.texts)))
     majority = int(torch.bincount(data.visual_ids.flatten()).argmax())
+    ccc_weights = ccc_class_weights(data.visual_ids, cfg.num_clusters, pc.ccc_class_balance)
 
     torch.manual_seed(pc.seed)  # initialisation
     model = XLxmertForPreTraining(cfg, centroids)
@@ -778,7 +805,9 @@ def pretrain(
         torch.manual_seed(step_seed + 1)  # dropout: a function of the step, so resume repeats it
         batch = make_batch(task, examples, data, tokenizer, pc, cfg.num_cells, cfg.num_answers, gen)
         batch = batch.to(accelerator.device)
-        losses = batch_losses(model, batch, cfg)
+        losses = batch_losses(
+            model, batch, cfg, None if ccc_weights is None else ccc_weights.to(accelerator.device)
+        )
         loss = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)

@@ -69,6 +69,8 @@ class TrainAllConfig:
     # PretrainConfig.full_mask_prob. Measured on the K = 2048 model: the caption was worth 0.95
     # nats per cell with every cell masked but 0.03 with 10 % visible.
     full_mask_prob: float = 0.0
+    ccc_class_balance: float = 0.0  # PretrainConfig.ccc_class_balance
+    position_frequencies: int = 0  # XLxmertConfig.position_frequencies
     mixed_precision: str = "bf16"  # pretraining autocast: "no", "bf16" or "fp16"
     evaluator_steps: int = 1000
     matcher_steps: int = 600
@@ -139,6 +141,8 @@ CLI_FLAGS = {
     "pretrain_batch_size": "--pretrain-batch-size",
     "pretrain_lr": "--pretrain-lr",
     "full_mask_prob": "--full-mask-prob",
+    "ccc_class_balance": "--ccc-class-balance",
+    "position_frequencies": "--position-frequencies",
     "caption_dropout": "--caption-dropout",
     "standardize_features": "--standardize-features",
     "eval_sampler": "--eval-sampler",
@@ -248,6 +252,7 @@ def _transformer(work: Path, cfg: TrainAllConfig, progress: bool) -> dict[str, A
         "mixed_precision": cfg.mixed_precision,
         "caption_dropout": cfg.caption_dropout,
         "full_mask_prob": cfg.full_mask_prob,
+        "ccc_class_balance": cfg.ccc_class_balance,
     }
     if cfg.pretrain_batch_size is not None:
         overrides["batch_size"] = cfg.pretrain_batch_size
@@ -258,7 +263,11 @@ def _transformer(work: Path, cfg: TrainAllConfig, progress: bool) -> dict[str, A
         work / "vocab",
         work / "tokenizer",
         work / "transformer",
-        XLxmertConfig.from_preset(cfg.stage_preset, standardize_features=cfg.standardize_features),
+        XLxmertConfig.from_preset(
+            cfg.stage_preset,
+            standardize_features=cfg.standardize_features,
+            position_frequencies=cfg.position_frequencies,
+        ),
         PretrainConfig.from_preset(cfg.stage_preset, **overrides),
         progress=progress,
     )
