@@ -361,6 +361,54 @@ def test_ccc_class_balance_weights_rare_words_up(tiny, tmp_path):
         PretrainConfig.from_preset("shapes-64", steps=1, batch_size=8, lr=1e-3, ccc_class_balance=2.0)
 
 
+def test_object_cells_come_from_the_scenes_and_score_ccc_on_objects_alone(tiny, tmp_path):
+    split = tmp_path / "val"
+    split.mkdir()
+    assert pt.object_cells_of(split, {7: 0}, N) is None  # no ShapeScenes ground truth (COCO)
+    circle = {
+        "shape": "circle",
+        "color": "red",
+        "size": "large",
+        "cx": 0.375,
+        "cy": 0.375,
+        "bbox": [0, 0, 1, 1],
+    }
+    scenes = [
+        {"id": 7, "file_name": "a.png", "place": "fog", "objects": [circle]},
+        {"id": 99, "file_name": "b.png", "place": "fog", "objects": [circle]},  # no visual ids: skipped
+    ]
+    (split / "scenes_val.json").write_text(json.dumps({"images": scenes}))
+    cells = pt.object_cells_of(split, {7: 1, 8: 0}, N)
+    # A large circle (d = 0.34) centred in cell (1, 1) of a 4×4 grid covers that cell and less
+    # than half of each neighbour; row 0 (image 8) has no scene.
+    assert cells.shape == (2, N * N) and cells[1].nonzero().flatten().tolist() == [N + 1]
+    assert not bool(cells[0].any())
+
+    data = pt.load_pretrain_data(tiny["data"], tiny["vocab"], "train", None)
+    assert data.object_cells is None  # only asked for by validation
+    tok = TextTokenizer.from_pretrained(tiny["tok"])
+    model = run(tiny, tmp_path / "model", steps=1)
+    examples = np.arange(16)
+    plain = pt.evaluate(model, data, tok, examples, 8, seed=0)
+    assert not any("objects" in k for k in plain)
+    data.object_cells = torch.ones_like(data.visual_ids, dtype=torch.bool)
+    every = pt.evaluate(model, data, tok, examples, 8, seed=0)
+    for ratio in (0.15, 0.5, 1.0):  # every cell an object cell: the plain scores exactly
+        assert every[f"ccc_top1_objects@{ratio}"] == every[f"ccc_top1@{ratio}"]
+        assert every[f"ccc_top5_objects@{ratio}"] == every[f"ccc_top5@{ratio}"]
+    data.object_cells = data.visual_ids < 8  # the tiny world's 2×2 object words
+    objects = pt.evaluate(model, data, tok, examples, 8, seed=0)
+    data.object_cells = ~data.object_cells
+    background = pt.evaluate(model, data, tok, examples, 8, seed=0)
+    # With every cell masked, objects and background split the plain score by their cell counts.
+    n_obj = int((data.visual_ids[torch.from_numpy(data.rows[examples])] < 8).sum())
+    n_all = len(examples) * N * N
+    for k in ("top1", "top5"):
+        mixed = n_obj * objects[f"ccc_{k}_objects@1.0"] + (n_all - n_obj) * background[f"ccc_{k}_objects@1.0"]
+        assert mixed / n_all == pytest.approx(every[f"ccc_{k}@1.0"], abs=1e-9)
+    assert 0.0 <= objects["ccc_top1_objects@1.0"] <= objects["ccc_top5_objects@1.0"] <= 1.0
+
+
 def test_batch_to_moves_every_tensor(tiny):
     data = pt.load_pretrain_data(tiny["data"], tiny["vocab"], "train", None)
     tok = TextTokenizer.from_pretrained(tiny["tok"])

@@ -69,6 +69,8 @@ def test_train_all_tiny_end_to_end(tmp_path, capsys):
     pretrain_config = json.loads((work / "transformer" / "pretrain_config.json").read_text())
     assert (pretrain_config["full_mask_prob"], pretrain_config["caption_dropout"]) == (0.3, 0.1)
     assert pretrain_config["ccc_class_balance"] == 0.5
+    # Validation on ShapeScenes also scores the object cells alone.
+    assert ",val,ccc_top1_objects@1.0," in (work / "transformer" / "metrics.csv").read_text()
     card = (out / "MODEL_CARD.md").read_text()
     assert (
         f"xlxmert train-all --preset tiny --out {out.as_posix()} --backbone-output predictions "

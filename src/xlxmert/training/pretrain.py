@@ -32,6 +32,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from xlxmert.data.datasets import AnswerVocabulary, CocoCaptions, VQADataset
+from xlxmert.data.shapes import load_scenes
+from xlxmert.data.shapes.render import object_mask
 from xlxmert.errors import XLXMERTError
 from xlxmert.models.masking import (
     bernoulli_visual_mask,
@@ -166,7 +168,8 @@ class PretrainData:
     ``texts[i]`` describes image row ``rows[i]``; ``is_question[i]`` marks VQA questions, whose
     soft-score target (over ``answers``) is ``qa_targets[i]`` (sparse: answer index → score).
     ``visual_ids: LongTensor[num_images, M]``; ``features: ndarray float16 [num_images, N, N, D]``
-    or None.
+    or None. ``object_cells: BoolTensor[num_images, M]``: the cells at least half covered by an
+    object, where the split has ShapeScenes ground truth and it was asked for (else None).
     """
 
     texts: list[str]
@@ -175,6 +178,7 @@ class PretrainData:
     qa_targets: list[dict[int, float]]
     visual_ids: torch.Tensor
     features: np.ndarray | None
+    object_cells: torch.Tensor | None = None
 
     def pool(self, captions_only: bool) -> np.ndarray:
         """Indices of the examples a task draws from."""
@@ -199,15 +203,36 @@ def _image_rows(vocab_dir: Path, split: str) -> tuple[torch.Tensor, dict[int, in
     return torch.from_numpy(ids.astype(np.int64)), {int(i): r for r, i in enumerate(image_ids)}
 
 
+def object_cells_of(split_dir: Path, row_of: dict[int, int], grid_size: int) -> torch.Tensor | None:
+    """``BoolTensor[num_rows, N*N]``: per image row, the grid cells at least half covered by an
+    object, from the split's ShapeScenes ``scenes_<split>.json``; None where the split has none
+    (COCO). Coverage is measured on a 4N×4N raster of the objects' exact shapes."""
+    if not (split_dir / f"scenes_{split_dir.name}.json").is_file():
+        return None
+    size, n = 4 * grid_size, grid_size
+    cells = torch.zeros(len(row_of), n * n, dtype=torch.bool)
+    for scene in load_scenes(split_dir):
+        if scene.id not in row_of:
+            continue
+        covered = np.zeros((size, size), dtype=bool)
+        for obj in scene.objects:
+            covered |= object_mask(obj, size)
+        share = covered.reshape(n, 4, n, 4).mean(axis=(1, 3))
+        cells[row_of[scene.id]] = torch.from_numpy(share.reshape(-1) >= 0.5)
+    return cells
+
+
 def load_pretrain_data(
     data_root: str | Path,
     vocab_dir: str | Path,
     split: str,
     answers: AnswerVocabulary | None,
     features_dir: str | Path | None = None,
+    object_cells: bool = False,
 ) -> PretrainData:
     """Captions (and, with ``answers``, VQA questions) of ``data_root/split`` with the split's
-    visual ids from ``vocab_dir/ids/`` (and exact features from ``features_dir``)."""
+    visual ids from ``vocab_dir/ids/`` (and exact features from ``features_dir``; and, with
+    ``object_cells``, the object cells of ShapeScenes ground truth: :func:`object_cells_of`)."""
     split_dir = Path(data_root) / split
     captions_path = split_dir / f"captions_{split}.json"
     if not captions_path.is_file():
@@ -258,6 +283,9 @@ def load_pretrain_data(
         qa_targets=qa_targets,
         visual_ids=visual_ids,
         features=features,
+        object_cells=(
+            object_cells_of(split_dir, row_of, grid_size_of(visual_ids.shape[1])) if object_cells else None
+        ),
     )
 
 
@@ -500,7 +528,10 @@ def evaluate(
 ) -> dict[str, float]:
     """Validation metrics on caption examples ``examples``: MLM accuracy, CCC top-1/top-5 at mask
     ratios 0.15/0.5/1.0 (or MVFR loss for the regression target), ITM accuracy. Deterministic in
-    ``seed``. ``majority_cluster``: also report the top-1 of always predicting that cluster."""
+    ``seed``. ``majority_cluster``: also report the top-1 of always predicting that cluster. With
+    ``data.object_cells``, CCC top-1/top-5 are also reported on the masked object cells alone
+    (``ccc_top1_objects@r``): the background fills most cells, so the plain scores hide whether
+    objects are learnt at all."""
     was_training = model.training
     model.eval()
     cfg = model.config
@@ -535,6 +566,11 @@ def evaluate(
                 add(f"ccc_top5@{ratio}", float((top5 == target[:, None]).any(1).sum()), len(target))
                 if majority_cluster is not None:
                     add(f"ccc_majority_top1@{ratio}", float((target == majority_cluster).sum()), len(target))
+                if data.object_cells is not None:
+                    on_object = data.object_cells[torch.from_numpy(rows)].to(device)[mask]
+                    hits = top5[on_object] == target[on_object][:, None]
+                    add(f"ccc_top1_objects@{ratio}", float(hits[:, 0].sum()), len(hits))
+                    add(f"ccc_top5_objects@{ratio}", float(hits.any(1).sum()), len(hits))
             else:
                 target = feats if feats is not None else model.centroids[ids]
                 add(f"mvfr@{ratio}", float(masked_feature_regression_loss(out, target, mask)) * B, B)
@@ -743,7 +779,7 @@ def pretrain(
     val_ids = vocab_dir / "ids" / f"{pc.val_split}.npy"
     val_caps = Path(data_root) / pc.val_split / f"captions_{pc.val_split}.json"
     if pc.val_split != pc.split and val_ids.is_file() and val_caps.is_file() and cfg.variant == "x-lxmert":
-        val_data = load_pretrain_data(data_root, vocab_dir, pc.val_split, None)
+        val_data = load_pretrain_data(data_root, vocab_dir, pc.val_split, None, object_cells=True)
         val_examples = np.arange(min(pc.eval_samples, len(val_data.texts)))
     majority = int(torch.bincount(data.visual_ids.flatten()).argmax())
     ccc_weights = ccc_class_weights(data.visual_ids, cfg.num_clusters, pc.ccc_class_balance)
