@@ -81,8 +81,9 @@ class XLxmertConfig:
     that the projection's LayerNorm would otherwise spend its range on). Off for the paper's sizes
     and for checkpoints written before it existed. ``position_frequencies`` F: besides its box,
     each cell's position input gets sin/cos of its centre at F octaves (:func:`cell_positions`;
-    not in the paper, whose 4-d box is F = 0). A box enters attention linearly, so a first layer
-    cannot single out a cell's neighbours; Fourier features let it (NeRF/Transformer-style).
+    not in the paper, whose 4-d box is F = 0). Through one linear layer and a LayerNorm, a box
+    gives attention a smooth, nearly monotone function of position, from which singling out a
+    cell's neighbours is hard; sinusoids make such local patterns easy (as in NeRF/Transformers).
     """
 
     vocab_size: int
