@@ -316,21 +316,20 @@ def _steps_label(sampler: str, steps: int | None) -> str:
 
 def _sampler(config: EvaluationConfig):
     """The evaluation's sampler, exactly as configured (not merged with a model's own settings)."""
-    from xlxmert.sampling.visual import get_sampler
+    from xlxmert.sampling.visual import SamplerConfig
 
-    return get_sampler(
-        config.sampler, steps=config.steps, temperature=config.temperature, anneal=config.anneal
-    )
+    return SamplerConfig(config.sampler, config.steps, config.temperature, config.anneal).build()
 
 
 def _paint(
     pipe, captions: Sequence[str], config: EvaluationConfig, progress: bool, desc: str
 ) -> list[Image.Image]:
     images: list[Image.Image] = []
+    sampler = _sampler(config)
     for s in tqdm(range(0, len(captions), config.batch_size), desc=desc, disable=not progress):
         out = pipe(
             list(captions[s : s + config.batch_size]),
-            sampler=_sampler(config),
+            sampler=sampler,
             seed=config.seed,
             guidance_scale=config.guidance_scale,
         )

@@ -323,22 +323,23 @@ class RandomSampler(VisualSampler):
             [torch.cat([torch.randperm(num_cells, generator=g) for _ in range(rounds)]) for g in generators]
         )
 
-    def _first_round_chunk(self, step: int, num_cells: int) -> tuple[int, int]:
-        """Positions ``[start, end)`` of the permutation written at first-round ``step``."""
-        steps = min(self.num_steps(num_cells), num_cells)
-        return step * num_cells // steps, (step + 1) * num_cells // steps
+    def _fill_steps(self, num_cells: int) -> int:
+        """Steps of the first round, which fills every cell once (at most one step per cell)."""
+        return min(self.num_steps(num_cells), num_cells)
 
     def masked_cells(self, step, plan, filled, confidence):
         num_cells = filled.shape[1]
-        if step < min(self.num_steps(num_cells), num_cells):
+        if step < self._fill_steps(num_cells):
             return ~filled
         return _one_hot(plan[:, step], num_cells)
 
     def written_cells(self, step, plan, masked, confidence):
         num_cells = masked.shape[1]
-        if step >= min(self.num_steps(num_cells), num_cells):
+        fill_steps = self._fill_steps(num_cells)
+        if step >= fill_steps:
             return _one_hot(plan[:, step], num_cells)
-        start, end = self._first_round_chunk(step, num_cells)
+        # Consecutive, near-equal chunks of the permutation: [start, end) at this step.
+        start, end = step * num_cells // fill_steps, (step + 1) * num_cells // fill_steps
         written = torch.zeros_like(masked)
         written.scatter_(1, plan[:, start:end], True)
         return written

@@ -551,6 +551,9 @@ def evaluate(
         tok = tokenizer([data.texts[i] for i in chunk])
         rows = data.rows[chunk]
         ids = data.visual_ids[torch.from_numpy(rows)].to(device)
+        object_cells = (
+            None if data.object_cells is None else data.object_cells[torch.from_numpy(rows)].to(device)
+        )
         feats = None
         if data.features is not None:
             feats = torch.from_numpy(data.features[rows].astype(np.float32)).reshape(B, M, -1).to(device)
@@ -566,8 +569,8 @@ def evaluate(
                 add(f"ccc_top5@{ratio}", float((top5 == target[:, None]).any(1).sum()), len(target))
                 if majority_cluster is not None:
                     add(f"ccc_majority_top1@{ratio}", float((target == majority_cluster).sum()), len(target))
-                if data.object_cells is not None:
-                    on_object = data.object_cells[torch.from_numpy(rows)].to(device)[mask]
+                if object_cells is not None:
+                    on_object = object_cells[mask]
                     hits = top5[on_object] == target[on_object][:, None]
                     add(f"ccc_top1_objects@{ratio}", float(hits[:, 0].sum()), len(hits))
                     add(f"ccc_top5_objects@{ratio}", float(hits.any(1).sum()), len(hits))
@@ -823,6 +826,8 @@ def pretrain(
             streams[name].cursor = int(cursor)
         start = int(state["step"])
     model, optimizer = accelerator.prepare(model, optimizer)
+    if ccc_weights is not None:
+        ccc_weights = ccc_weights.to(accelerator.device)
     unwrapped = accelerator.unwrap_model(model)
 
     if main:
@@ -841,9 +846,7 @@ def pretrain(
         torch.manual_seed(step_seed + 1)  # dropout: a function of the step, so resume repeats it
         batch = make_batch(task, examples, data, tokenizer, pc, cfg.num_cells, cfg.num_answers, gen)
         batch = batch.to(accelerator.device)
-        losses = batch_losses(
-            model, batch, cfg, None if ccc_weights is None else ccc_weights.to(accelerator.device)
-        )
+        losses = batch_losses(model, batch, cfg, ccc_weights)
         loss = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
