@@ -1,5 +1,7 @@
 """Paint, caption and answer pipelines on a tiny real model folder (random weights)."""
 
+import json
+
 import pytest
 import torch
 from PIL import Image
@@ -143,14 +145,15 @@ def test_the_model_folders_sampler_settings_are_the_default(model_dir, tmp_path)
 
     folder = tmp_path / "m"
     shutil.copytree(model_dir, folder)
-    settings = SamplerConfig("mask-predict", steps=3, temperature=2.0, anneal=True)
+    settings = SamplerConfig("mask-predict", steps=3, temperature=2.0, anneal=True, guidance_scale=3.0)
     settings.save_pretrained(folder / "sampler")
     pipe = PaintPipeline.from_pretrained(folder)
     assert pipe.sampler == settings
-    explicit = dict(sampler="mask-predict", steps=3, temperature=2.0, anneal=True)
+    explicit = dict(sampler="mask-predict", steps=3, temperature=2.0, anneal=True, guidance_scale=3.0)
     assert torch.equal(pipe(CAPTIONS, seed=0).ids, pipe(CAPTIONS, seed=0, **explicit).ids)
+    assert not torch.equal(pipe(CAPTIONS, seed=0).ids, pipe(CAPTIONS, seed=0, guidance_scale=1.0).ids)
     # A named option overrides one setting and keeps the rest; another sampler starts afresh.
-    assert pipe.sampler.merged(temperature=0.5) == SamplerConfig("mask-predict", 3, 0.5, True)
+    assert pipe.sampler.merged(temperature=0.5) == SamplerConfig("mask-predict", 3, 0.5, True, None, 3.0)
     assert pipe.sampler.merged("tl-br") == SamplerConfig("tl-br")
     assert torch.equal(
         pipe(CAPTIONS, seed=0, temperature=0.0).ids,
@@ -164,6 +167,14 @@ def test_the_model_folders_sampler_settings_are_the_default(model_dir, tmp_path)
     assert PaintPipeline.from_pretrained(tmp_path / "copy").sampler == settings
     with pytest.raises(XLXMERTError, match="unknown sampler"):
         SamplerConfig("zigzag")
+    with pytest.raises(XLXMERTError, match="guidance_scale"):
+        SamplerConfig(guidance_scale=-1.0)
+    # A sampler/ saved before guidance_scale existed loads as no guidance.
+    path = folder / "sampler" / "config.json"
+    saved = json.loads(path.read_text())
+    del saved["guidance_scale"]
+    path.write_text(json.dumps(saved))
+    assert SamplerConfig.from_pretrained(folder / "sampler").guidance_scale == 1.0
 
 
 def test_lxmert_grid_paints_regressed_features(grid_model_dir):

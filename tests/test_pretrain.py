@@ -453,3 +453,8 @@ def test_cli_continues_a_run_with_caption_dropout_and_plain_features(tiny, tmp_p
     assert cli_main(cli_args(tiny, tmp_path / "c", *small, *init, "--standardize-features")) == 1
     err = capsys.readouterr().err
     assert "another transformer config" in err and len(err.strip().splitlines()) == 1
+    # The CCC output may switch to the standardized centroids on the way.
+    args = [*small, *init, "--no-standardize-features", "--standardize-ccc-output"]
+    assert cli_main(cli_args(tiny, tmp_path / "d", *args)) == 0
+    saved = json.loads((tmp_path / "d" / "transformer" / "config.json").read_text())
+    assert saved["standardize_ccc_output"] is True

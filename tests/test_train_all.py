@@ -19,13 +19,15 @@ def _one_thread():
 
 def test_train_all_tiny_end_to_end(tmp_path, capsys):
     out, work = tmp_path / "model", tmp_path / "work"
-    # The non-default options on the way: cell predictions as features, K = 64, standardized
+    # The non-default options on the way: cell predictions as features, an 8×8 grid, K = 64, standardized
     # features, caption dropout, fully masked images, a sampled evaluation.
     config = TrainAllConfig.from_preset(
         "tiny",
         backbone_output="predictions",
+        grid_size=8,
         vocab_clusters=64,
         standardize_features=True,
+        standardize_ccc_output=True,
         caption_dropout=0.1,
         full_mask_prob=0.3,
         ccc_class_balance=0.5,
@@ -33,6 +35,7 @@ def test_train_all_tiny_end_to_end(tmp_path, capsys):
         eval_steps=3,
         eval_temperature=2.0,
         eval_anneal=True,
+        eval_guidance_scale=2.0,
     )
 
     # Stop part-way: later stages have not run, earlier ones are recorded.
@@ -62,9 +65,12 @@ def test_train_all_tiny_end_to_end(tmp_path, capsys):
     # the model folder's backbone computes them the same way.
     assert json.loads((out / "backbone" / "config.json").read_text())["output"] == "predictions"
     vocab = json.loads((out / "vocabulary" / "config.json").read_text())
-    assert (vocab["dim"], vocab["num_clusters"]) == (40, 64)
+    assert (vocab["dim"], vocab["num_clusters"], vocab["grid_size"]) == (40, 64, 8)
     transformer = json.loads((out / "transformer" / "config.json").read_text())
+    assert transformer["grid_size"] == 8
+    assert json.loads((out / "generator" / "config.json").read_text())["grid_size"] == 8
     assert transformer["standardize_features"] is True and transformer["feature_dim"] == 40
+    assert transformer["standardize_ccc_output"] is True
     assert transformer["position_frequencies"] == 2
     pretrain_config = json.loads((work / "transformer" / "pretrain_config.json").read_text())
     assert (pretrain_config["full_mask_prob"], pretrain_config["caption_dropout"]) == (0.3, 0.1)
@@ -74,12 +80,20 @@ def test_train_all_tiny_end_to_end(tmp_path, capsys):
     card = (out / "MODEL_CARD.md").read_text()
     assert (
         f"xlxmert train-all --preset tiny --out {out.as_posix()} --backbone-output predictions "
-        "--vocab-clusters 64 --full-mask-prob 0.3 --ccc-class-balance 0.5 --position-frequencies 2 "
-        "--caption-dropout 0.1 --standardize-features "
-        "--eval-steps 3 --eval-temperature 2.0 --eval-anneal"
+        "--grid-size 8 --vocab-clusters 64 --full-mask-prob 0.3 --ccc-class-balance 0.5 "
+        "--position-frequencies 2 "
+        "--caption-dropout 0.1 --standardize-features --standardize-ccc-output "
+        "--eval-steps 3 --eval-temperature 2.0 --eval-anneal --eval-guidance-scale 2.0"
     ) in card
     sampler = json.loads((out / "sampler" / "config.json").read_text())
-    assert sampler == {"anneal": True, "name": "mask-predict", "steps": 3, "temperature": 2.0, "top_k": None}
+    assert sampler == {
+        "anneal": True,
+        "guidance_scale": 2.0,
+        "name": "mask-predict",
+        "steps": 3,
+        "temperature": 2.0,
+        "top_k": None,
+    }
     assert "Metrics on `test`" in card
     for split in ("test", "compositional"):
         assert (work / "eval" / split / "table.md").is_file()
@@ -147,3 +161,12 @@ def test_unknown_stop_after_stage_is_an_error(tmp_path):
 
     with pytest.raises(XLXMERTError, match="unknown stage"):
         train_all(tmp_path / "m", TrainAllConfig.from_preset("tiny"), work=tmp_path / "w", stop_after="nope")
+
+
+@pytest.mark.parametrize("grid", [0, 5, 64])
+def test_a_grid_that_does_not_divide_the_image_is_a_one_line_error(tmp_path, capsys, grid):
+    out = str(tmp_path / "m")
+    code = main(["train-all", "--preset", "tiny", "--out", out, "--grid-size", str(grid), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "grid size must divide the image size 64" in err and "\n" not in err
+    assert not (tmp_path / "m.work").exists()

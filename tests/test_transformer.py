@@ -233,6 +233,18 @@ def test_standardized_features_use_the_centroid_statistics():
     assert torch.allclose(model.visual_features(all_ids)[0, :K].std(0), torch.ones(D), atol=1e-4)
 
 
+def test_a_constant_feature_dimension_is_not_blown_up_by_standardization():
+    # Dimension 0 is constant up to noise (a prediction channel the data never turn on).
+    torch.manual_seed(0)
+    centroids = torch.randn(K, D)
+    centroids[:, 0] = 1e-4 * torch.rand(K)
+    model = XLxmertForPreTraining(tiny_config(standardize_features=True), centroids).eval()
+    assert model.feature_std[0].item() == 1.0 and torch.equal(model.feature_std[1:], centroids[:, 1:].std(0))
+    all_ids = (torch.arange(M) % K)[None]
+    feats = model.visual_features(all_ids)[0, :K]
+    assert feats[:, 0].abs().max() < 1e-3 and feats[:, 1:].abs().max() > 1.0
+
+
 def test_fourier_cell_positions_widen_the_position_input_and_round_trip(tmp_path):
     assert torch.equal(cell_positions(N, 0), cell_boxes(N))
     pos = cell_positions(N, 3)
@@ -261,3 +273,27 @@ def test_fourier_cell_positions_widen_the_position_input_and_round_trip(tmp_path
     assert load_config(XLxmertConfig, tmp_path / "transformer").position_frequencies == 0
     with pytest.raises(XLXMERTError, match="position_frequencies"):
         tiny_config(position_frequencies=-1)
+
+
+def test_standardized_ccc_output_scores_against_the_standardized_centroids(tmp_path):
+    model = tiny_model(standardize_features=True, standardize_ccc_output=True).eval()
+    z = (model.centroids - model.feature_mean) / model.feature_std
+    head = model.obj_predict_head
+    assert torch.allclose(head.out_cluster.weight, z) and head.out_cluster.weight is not model.centroids
+    ids, mask, vids, vmask = inputs()
+    x = torch.randn(2, 5, model.config.hidden_size)
+    expected = head.linear_feat(head.transform(x)) @ z.T + head.out_cluster.bias
+    assert torch.allclose(head(x), expected, atol=1e-5)
+    # Off (the paper), the output weights are the raw centroids, shared with the input lookup.
+    plain = tiny_model()
+    assert plain.obj_predict_head.out_cluster.weight is plain.centroids
+    # New centroids bring new output weights; the flag survives a save and load.
+    model.set_centroids(model.centroids * 3 + 1)
+    z = (model.centroids - model.feature_mean) / model.feature_std
+    assert torch.allclose(head.out_cluster.weight, z)
+    (tmp_path / "vocabulary").mkdir()
+    save_file({"centroids": model.centroids.clone()}, str(tmp_path / "vocabulary" / "centroids.safetensors"))
+    model.save_pretrained(tmp_path)
+    again = XLxmertForPreTraining.from_pretrained(tmp_path).eval()
+    assert again.config.standardize_ccc_output is True
+    assert torch.equal(again(ids, mask, vids).visual_logits, model(ids, mask, vids).visual_logits)

@@ -163,7 +163,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="decay the temperature linearly to 0 over the steps",
     )
     p.add_argument(
-        "--guidance-scale", type=float, default=1.0, help="classifier-free guidance (1 = none, the paper)"
+        "--guidance-scale",
+        type=float,
+        default=None,
+        help="classifier-free guidance (1 = none; default: the model's)",
     )
     p.add_argument("--top-k", type=int, help="sample only among the k most likely visual words")
     p.add_argument("--no-noise", action="store_true", help="switch off the generator's noise injection")

@@ -14,6 +14,8 @@ def _pretrain(args: argparse.Namespace) -> int:
         model_overrides["standardize_features"] = args.standardize_features
     if args.position_frequencies is not None:
         model_overrides["position_frequencies"] = args.position_frequencies
+    if args.standardize_ccc_output is not None:
+        model_overrides["standardize_ccc_output"] = args.standardize_ccc_output
     if args.visual_target is not None:
         model_overrides["visual_target"] = args.visual_target
     elif args.variant == "lxmert-grid":
@@ -89,6 +91,12 @@ def register(subparsers) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="standardize visual features by the centroids' statistics (default: the preset's)",
+    )
+    p.add_argument(
+        "--standardize-ccc-output",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="CCC's output weights: the standardized centroids, not the raw ones (default: off, the paper)",
     )
     p.add_argument(
         "--position-frequencies",

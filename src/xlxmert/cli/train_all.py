@@ -46,6 +46,7 @@ def register(subparsers) -> None:
         default=None,
         help="grid features: the backbone's feature map (default) or its per-cell predictions",
     )
+    p.add_argument("--grid-size", type=int, default=None, help="cells per side of the visual grid")
     p.add_argument("--vocab-clusters", type=int, default=None, help="K (default: the vocabulary preset's)")
     p.add_argument("--pretrain-batch-size", type=int, default=None)
     p.add_argument("--pretrain-lr", type=float, default=None)
@@ -54,6 +55,12 @@ def register(subparsers) -> None:
         action="store_true",
         default=None,
         help="standardize the transformer's visual features by the centroids' statistics",
+    )
+    p.add_argument(
+        "--standardize-ccc-output",
+        action="store_true",
+        default=None,
+        help="CCC's output weights are the standardized centroids (not in the paper)",
     )
     p.add_argument("--caption-dropout", type=float, default=None, help="pretraining: empty-caption share")
     p.add_argument(
@@ -79,6 +86,12 @@ def register(subparsers) -> None:
         help="sampling temperature of the evaluation, saved as the model's sampler/ default",
     )
     p.add_argument("--eval-anneal", action="store_true", default=None, help="anneal that temperature to 0")
+    p.add_argument(
+        "--eval-guidance-scale",
+        type=float,
+        default=None,
+        help="its classifier-free guidance (default 1: none)",
+    )
     p.add_argument("--data-workers", type=int, default=None, help="processes rendering scenes")
     p.add_argument(
         "--stop-after",

@@ -84,6 +84,10 @@ class XLxmertConfig:
     not in the paper, whose 4-d box is F = 0). Through one linear layer and a LayerNorm, a box
     gives attention a smooth, nearly monotone function of position, from which singling out a
     cell's neighbours is hard; sinusoids make such local patterns easy (as in NeRF/Transformers).
+    ``standardize_ccc_output``: CCC's frozen output weights are the standardized centroids (the
+    statistics of ``standardize_features``) instead of the raw ones (not in the paper). Raw centroids
+    of low-dimensional features (the backbone's 40-d cell predictions) differ by a few hundredths,
+    so the head's logits barely separate words until its weights have grown large.
     """
 
     vocab_size: int
@@ -103,6 +107,7 @@ class XLxmertConfig:
     dropout: float = 0.1
     standardize_features: bool = False
     position_frequencies: int = 0
+    standardize_ccc_output: bool = False
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         # BERT-base sizes, 9/5/5 layers, 10000 clusters of 2048-d fc6 features, 9500 QA answers.
@@ -311,7 +316,8 @@ class XLxmertForPreTraining(nn.Module):
             persistent=False,
         )
         if config.visual_target == "clusters":
-            self.obj_predict_head: nn.Module = ClusterClassificationHead(lx, self.centroids)
+            out = self._standardized_centroids() if config.standardize_ccc_output else self.centroids
+            self.obj_predict_head: nn.Module = ClusterClassificationHead(lx, out)
         else:
             self.obj_predict_head = MaskedFeatureRegressionHead(lx, D)
         for head in (self.cls, self.answer_head, self.obj_predict_head):
@@ -337,11 +343,20 @@ class XLxmertForPreTraining(nn.Module):
         self.cls.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
 
     def _update_feature_stats(self) -> None:
+        """Mean and std per dimension. A dimension whose std is under 1e-3 of the largest is left
+        unscaled (std 1): it is constant up to noise (e.g. a backbone prediction channel that the
+        training data never turn on), and dividing would blow that noise up to the scale of the
+        informative dimensions."""
         with torch.no_grad():
             c = self.centroids
             self.feature_mean.copy_(c.mean(0))
             std = c.std(0) if c.shape[0] > 1 else torch.ones_like(c[0])
-            self.feature_std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
+            floor = max(1e-6, 1e-3 * float(std.max()))
+            self.feature_std.copy_(torch.where(std > floor, std, torch.ones_like(std)))
+
+    def _standardized_centroids(self) -> torch.Tensor:
+        """``FloatTensor[K, D]``: the centroids by the per-dimension statistics."""
+        return (self.centroids - self.feature_mean) / self.feature_std
 
     def set_centroids(self, centroids: torch.Tensor) -> None:
         """Copy ``centroids: FloatTensor[K, D]`` into the frozen lookup (shared with the CCC output layer)."""
@@ -357,6 +372,10 @@ class XLxmertForPreTraining(nn.Module):
             if isinstance(head, ClusterClassificationHead) and head.out_cluster.weight is not self.centroids:
                 head.out_cluster.weight.copy_(self.centroids)
         self._update_feature_stats()
+        head = self.obj_predict_head
+        if self.config.standardize_ccc_output and isinstance(head, ClusterClassificationHead):
+            with torch.no_grad():
+                head.out_cluster.weight.copy_(self._standardized_centroids())
 
     # -- forward ---------------------------------------------------------------------------------
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextEncoding:

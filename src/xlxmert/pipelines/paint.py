@@ -186,7 +186,7 @@ class PaintPipeline:
         use_text_cache: bool = True,
         noise: bool | None = None,
         allow_empty: bool = False,
-        guidance_scale: float = 1.0,
+        guidance_scale: float | None = None,
     ) -> PaintOutput:
         """Paint one image per caption.
 
@@ -195,7 +195,8 @@ class PaintPipeline:
         ``temperature`` (0: argmax, the paper), ``anneal``, ``top_k`` configure a named sampler.
         Arguments left None take the pipeline's :class:`SamplerConfig` (``self.sampler``, from the
         model folder), except that naming another sampler starts from that sampler's defaults.
-        ``guidance_scale``: classifier-free guidance (1 = none; see :meth:`sample`).
+        ``guidance_scale``: classifier-free guidance (1 = none; see :meth:`sample`); None takes the
+        :class:`SamplerConfig`'s, or 1 with a :class:`VisualSampler` instance.
         ``return_intermediates``: also decode the grid after every step into an image.
         Raises :class:`XLXMERTError` for an empty caption (unless ``allow_empty``, for the
         evaluation's empty-caption control); warns when a caption is truncated.
@@ -204,9 +205,16 @@ class PaintPipeline:
             captions = [captions]
         if sampler is None or isinstance(sampler, str):
             settings = self.sampler.merged(
-                sampler, steps=steps, temperature=temperature, anneal=anneal, top_k=top_k
+                sampler,
+                steps=steps,
+                temperature=temperature,
+                anneal=anneal,
+                top_k=top_k,
+                guidance_scale=guidance_scale,
             )
-            sampler = settings.build()
+            sampler, guidance_scale = settings.build(), settings.guidance_scale
+        elif guidance_scale is None:
+            guidance_scale = 1.0
         out = self.sample(
             captions, sampler, seed, return_intermediates, use_text_cache, allow_empty, guidance_scale
         )

@@ -402,7 +402,9 @@ class SamplerConfig:
     pipeline). The defaults are the paper's: Mask-Predict-4, argmax.
 
     ``name``: a key of :data:`SAMPLERS`; ``steps``: None for the sampler's default; see
-    :func:`get_sampler` for ``temperature``, ``anneal`` and ``top_k``.
+    :func:`get_sampler` for ``temperature``, ``anneal`` and ``top_k``. ``guidance_scale``:
+    classifier-free guidance (1 = none, the paper), applied by the pipeline around the sampler
+    (:meth:`~xlxmert.pipelines.PaintPipeline.sample`), so :meth:`build` does not take it.
     """
 
     name: str = "mask-predict"
@@ -410,8 +412,11 @@ class SamplerConfig:
     temperature: float = 0.0
     anneal: bool = False
     top_k: int | None = None
+    guidance_scale: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.guidance_scale < 0:
+            raise XLXMERTError(f"guidance_scale must be >= 0 (1 = no guidance), got {self.guidance_scale}")
         if self.name not in SAMPLERS:
             raise XLXMERTError(f"unknown sampler {self.name!r}; choose one of {', '.join(SAMPLERS)}")
         if self.temperature < 0:

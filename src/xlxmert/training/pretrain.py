@@ -792,6 +792,8 @@ def pretrain(
     if init_from is not None:
         init_dir = Path(init_from) / "transformer"
         init_cfg = load_config(XLxmertConfig, init_dir)
+        # Switching CCC's output to the standardized centroids keeps every weight's meaning.
+        init_cfg = dataclasses.replace(init_cfg, standardize_ccc_output=cfg.standardize_ccc_output)
         if init_cfg != cfg:
             diff = {
                 k: (v, getattr(cfg, k))

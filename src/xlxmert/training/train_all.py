@@ -54,6 +54,9 @@ class TrainAllConfig:
     # (2400 steps: PSNR 26.0 dB, object F1 0.895), but a CPU-length pretraining on them learnt no
     # object words, so the shipped model keeps the feature map.
     backbone_output: str = "features"
+    # Cells per side of the visual grid; None: the vocabulary preset's (16 for shapes-64). The
+    # paper's COCO grid is 8×8; on ShapeScenes 8 gives 64 visual tokens instead of 256.
+    grid_size: int | None = None
     vocab_clusters: int | None = None  # None: the vocabulary preset's
     vocab_sample_size: int | None = None  # None: the vocabulary preset's
     # Sized for about an hour of a 2-core CPU (generator and pretraining can run side by side);
@@ -65,6 +68,7 @@ class TrainAllConfig:
     pretrain_batch_size: int | None = 32  # None: the pretraining preset's
     pretrain_lr: float | None = None  # None: the pretraining preset's
     standardize_features: bool = False  # XLxmertConfig.standardize_features
+    standardize_ccc_output: bool = False  # XLxmertConfig.standardize_ccc_output
     caption_dropout: float = 0.0  # PretrainConfig.caption_dropout (for classifier-free guidance)
     # PretrainConfig.full_mask_prob. Measured on the K = 2048 model: the caption was worth 0.95
     # nats per cell with every cell masked but 0.03 with 10 % visible.
@@ -81,6 +85,7 @@ class TrainAllConfig:
     eval_steps: int | None = 4
     eval_temperature: float = 0.0
     eval_anneal: bool = False
+    eval_guidance_scale: float = 1.0
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "shapes-64": {},
@@ -99,6 +104,13 @@ class TrainAllConfig:
             "eval_n": 8,
         },
     }
+
+    def __post_init__(self) -> None:
+        n = self.grid_size
+        if n is not None and (n < 1 or n >= self.image_size or self.image_size % n):
+            raise XLXMERTError(
+                f"grid size must divide the image size {self.image_size} and be smaller, got {n}"
+            )
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> TrainAllConfig:
@@ -123,7 +135,11 @@ class TrainAllConfig:
         from xlxmert.sampling.visual import SamplerConfig
 
         return SamplerConfig(
-            self.eval_sampler, self.eval_steps, temperature=self.eval_temperature, anneal=self.eval_anneal
+            self.eval_sampler,
+            self.eval_steps,
+            temperature=self.eval_temperature,
+            anneal=self.eval_anneal,
+            guidance_scale=self.eval_guidance_scale,
         )
 
     @property
@@ -137,6 +153,7 @@ class TrainAllConfig:
 CLI_FLAGS = {
     "seed": "--seed",
     "backbone_output": "--backbone-output",
+    "grid_size": "--grid-size",
     "vocab_clusters": "--vocab-clusters",
     "pretrain_batch_size": "--pretrain-batch-size",
     "pretrain_lr": "--pretrain-lr",
@@ -145,10 +162,12 @@ CLI_FLAGS = {
     "position_frequencies": "--position-frequencies",
     "caption_dropout": "--caption-dropout",
     "standardize_features": "--standardize-features",
+    "standardize_ccc_output": "--standardize-ccc-output",
     "eval_sampler": "--eval-sampler",
     "eval_steps": "--eval-steps",
     "eval_temperature": "--eval-temperature",
     "eval_anneal": "--eval-anneal",
+    "eval_guidance_scale": "--eval-guidance-scale",
     "num_train": "--num-train",
     "generator_steps": "--generator-steps",
     "pretrain_steps": "--pretrain-steps",
@@ -196,7 +215,7 @@ def _features(work: Path, cfg: TrainAllConfig, progress: bool) -> dict[str, Any]
     from xlxmert.visual.store import extract_features
     from xlxmert.visual.vocabulary import VocabularyConfig
 
-    grid = VocabularyConfig.from_preset(cfg.stage_preset).grid_size
+    grid = cfg.grid_size or VocabularyConfig.from_preset(cfg.stage_preset).grid_size
     extractor = GridFeatureExtractor.from_pretrained(work / "backbone", grid_size=grid)
     extractor.backbone = extractor.backbone.with_output(cfg.backbone_output)
     counts = {}
@@ -266,6 +285,7 @@ def _transformer(work: Path, cfg: TrainAllConfig, progress: bool) -> dict[str, A
         XLxmertConfig.from_preset(
             cfg.stage_preset,
             standardize_features=cfg.standardize_features,
+            standardize_ccc_output=cfg.standardize_ccc_output,
             position_frequencies=cfg.position_frequencies,
         ),
         PretrainConfig.from_preset(cfg.stage_preset, **overrides),
@@ -311,6 +331,7 @@ def _evaluation(work: Path, out: Path, cfg: TrainAllConfig, progress: bool) -> d
     results = {}
     s = cfg.sampler
     sampling = dict(sampler=s.name, steps=s.steps, temperature=s.temperature, anneal=s.anneal)
+    sampling["guidance_scale"] = s.guidance_scale
     for split in EVAL_SPLITS:
         config = EvaluationConfig(split=split, n=cfg.eval_n, seed=cfg.seed, **sampling)
         results[split] = evaluate(
