@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -247,3 +248,22 @@ def test_default_model_dir(monkeypatch, tmp_path):
         default_model_dir()
     (tmp_path / "a" / "models" / "shapes-64").mkdir(parents=True)
     assert default_model_dir() == tmp_path / "a" / "models" / "shapes-64"
+
+
+def test_the_shipped_model_paints_the_captions_place_with_its_own_sampler():
+    from pathlib import Path
+
+    from xlxmert.sampling import SamplerConfig
+
+    shipped = Path(__file__).resolve().parents[1] / "models" / "shapes-64"
+    pipe = PaintPipeline.from_pretrained(shipped)
+    assert pipe.sampler == SamplerConfig("random", 16, temperature=1.0, guidance_scale=3.0)
+    out = pipe(["a red circle at night", "a blue square in the snow"], seed=0)
+    night, snow = (np.asarray(image, dtype=np.float32) for image in out.images)
+    assert night.shape == snow.shape == (64, 64, 3)
+
+    # Backgrounds (the corner pixels' median) are those of the places: night (28, 30, 48), snow 236.
+    def corners(a):
+        return np.median(np.concatenate([a[:4, :4], a[:4, -4:], a[-4:, :4], a[-4:, -4:]]).reshape(-1, 3), 0)
+
+    assert corners(night).max() < 70 and corners(snow).min() > 200

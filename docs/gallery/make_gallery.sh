@@ -9,10 +9,12 @@ CAPTIONS=("a red circle to the left of a blue square at night"
           "a large orange diamond in the fog"
           "three shapes at night"
           "a blue star in the top left corner")
+# The model's own sampler settings (its sampler/config.json: Random-16, temperature 1, guidance 3).
 $X paint "${CAPTIONS[@]}" -o $OUT/paint.png --seed 0
-# The same captions, sampled at a temperature annealed from 3 to 0 over Mask-Predict-16.
-$X paint "${CAPTIONS[@]}" -o $OUT/paint_t3.png --seed 0 --steps 16 --temperature 3 --anneal
-$X paint "${CAPTIONS[0]}" -o $OUT/steps.png --sampler mask-predict --steps 4 --strip --seed 0
+# The same captions with the paper's sampler: Mask-Predict-4, argmax, no guidance.
+$X paint "${CAPTIONS[@]}" -o $OUT/paint_paper.png --seed 0 --sampler mask-predict --steps 4 --temperature 0 \
+    --guidance-scale 1
+$X paint "${CAPTIONS[0]}" -o $OUT/steps.png --strip --seed 0
 $X data shapes --out /tmp/xlxmert-gallery --split test --n 4 --seed 7 >/dev/null
 cp /tmp/xlxmert-gallery/test/images/shapes_test_000001.png $OUT/scene.png
 $X caption $OUT/scene.png > $OUT/caption.txt

@@ -51,8 +51,9 @@ class TrainAllConfig:
     # ("predictions": place probabilities + colour×shape coverages, ShapesBackboneConfig.output).
     # Measured in MODEL_CARD.md: predictions leave each place's background at 0-0.63 nats (the
     # feature map: 4.7-5.7 nats over 250-489 words) and their generator reconstructs as well
-    # (2400 steps: PSNR 26.0 dB, object F1 0.895), but a CPU-length pretraining on them learnt no
-    # object words, so the shipped model keeps the feature map.
+    # (16×16, 2400 steps: PSNR 26.0 dB, object F1 0.895). With the raw-centroid CCC output no
+    # CPU-length pretraining on them predicted object words; the shipped model uses them on an 8×8
+    # grid with XLxmertConfig.standardize_ccc_output (the defaults here stay the first pipeline's).
     backbone_output: str = "features"
     # Cells per side of the visual grid; None: the vocabulary preset's (16 for shapes-64). The
     # paper's COCO grid is 8×8; on ShapeScenes 8 gives 64 visual tokens instead of 256.
