@@ -359,7 +359,8 @@ class XLxmertForPreTraining(nn.Module):
         return (self.centroids - self.feature_mean) / self.feature_std
 
     def set_centroids(self, centroids: torch.Tensor) -> None:
-        """Copy ``centroids: FloatTensor[K, D]`` into the frozen lookup (shared with the CCC output layer)."""
+        """Copy ``centroids: FloatTensor[K, D]`` into the frozen lookup and the CCC output layer
+        (the same centroids, or standardized ones with ``standardize_ccc_output``)."""
         if tuple(centroids.shape) != tuple(self.centroids.shape):
             raise XLXMERTError(
                 f"centroids of shape {tuple(centroids.shape)} do not fit this model "
@@ -367,15 +368,14 @@ class XLxmertForPreTraining(nn.Module):
             )
         with torch.no_grad():
             self.centroids.copy_(centroids.to(self.centroids))
+            self._update_feature_stats()
             head = self.obj_predict_head
-            # .to(device) moves each registration of a shared buffer separately: keep both in step.
-            if isinstance(head, ClusterClassificationHead) and head.out_cluster.weight is not self.centroids:
-                head.out_cluster.weight.copy_(self.centroids)
-        self._update_feature_stats()
-        head = self.obj_predict_head
-        if self.config.standardize_ccc_output and isinstance(head, ClusterClassificationHead):
-            with torch.no_grad():
-                head.out_cluster.weight.copy_(self._standardized_centroids())
+            if isinstance(head, ClusterClassificationHead):
+                if self.config.standardize_ccc_output:
+                    head.out_cluster.weight.copy_(self._standardized_centroids())
+                elif head.out_cluster.weight is not self.centroids:
+                    # .to(device) moves each registration of a shared buffer separately.
+                    head.out_cluster.weight.copy_(self.centroids)
 
     # -- forward ---------------------------------------------------------------------------------
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextEncoding:
