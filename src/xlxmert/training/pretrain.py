@@ -33,7 +33,6 @@ from tqdm.auto import tqdm
 
 from xlxmert.data.datasets import AnswerVocabulary, CocoCaptions, VQADataset
 from xlxmert.data.shapes import load_scenes
-from xlxmert.data.shapes.render import object_mask
 from xlxmert.errors import XLXMERTError
 from xlxmert.models.masking import (
     bernoulli_visual_mask,
@@ -47,9 +46,11 @@ from xlxmert.models.transformer import (
     grid_size_of,
     load_centroids,
 )
+from xlxmert.training.backbone import scene_label_map
 from xlxmert.utils.config import config_to_dict, load_config, save_config
 from xlxmert.utils.model_folder import copy_component, update_model_index
 from xlxmert.utils.weights import load_weights
+from xlxmert.visual.grid import grid_pool
 
 TASKS = ("visual", "text", "match")
 EVAL_MASK_RATIOS = (0.15, 0.5, 1.0)
@@ -209,16 +210,11 @@ def object_cells_of(split_dir: Path, row_of: dict[int, int], grid_size: int) -> 
     (COCO). Coverage is measured on a 4N×4N raster of the objects' exact shapes."""
     if not (split_dir / f"scenes_{split_dir.name}.json").is_file():
         return None
-    size, n = 4 * grid_size, grid_size
-    cells = torch.zeros(len(row_of), n * n, dtype=torch.bool)
+    cells = torch.zeros(len(row_of), grid_size * grid_size, dtype=torch.bool)
     for scene in load_scenes(split_dir):
-        if scene.id not in row_of:
-            continue
-        covered = np.zeros((size, size), dtype=bool)
-        for obj in scene.objects:
-            covered |= object_mask(obj, size)
-        share = covered.reshape(n, 4, n, 4).mean(axis=(1, 3))
-        cells[row_of[scene.id]] = torch.from_numpy(share.reshape(-1) >= 0.5)
+        if scene.id in row_of:
+            covered = torch.from_numpy(scene_label_map(scene, 4 * grid_size) >= 0).float()
+            cells[row_of[scene.id]] = grid_pool(covered[None, None], grid_size).reshape(-1) >= 0.5
     return cells
 
 
