@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import socket
@@ -458,3 +459,31 @@ def test_cli_continues_a_run_with_caption_dropout_and_plain_features(tiny, tmp_p
     assert cli_main(cli_args(tiny, tmp_path / "d", *args)) == 0
     saved = json.loads((tmp_path / "d" / "transformer" / "config.json").read_text())
     assert saved["standardize_ccc_output"] is True
+
+
+def test_task_ratio_sets_the_share_of_each_task():
+    config = PretrainConfig.from_preset("shapes-64", steps=12, batch_size=4, lr=1e-3, task_ratio=(2, 1, 0))
+    assert [pt._task_of(s, config) for s in range(6)] == ["visual", "visual", "text"] * 2
+    drawn = PretrainConfig.from_preset("shapes-64", steps=1, batch_size=4, lr=1e-3, task_ratio=[4, 1, 1])
+    assert drawn.task_ratio == (4, 1, 1)
+    drawn = dataclasses.replace(drawn, task_choice="random")
+    tasks = [pt._task_of(s, drawn) for s in range(3000)]
+    assert 0.62 < tasks.count("visual") / len(tasks) < 0.72 and tasks.count("match") > 300
+    assert tasks == [pt._task_of(s, drawn) for s in range(3000)]  # a function of the step
+    for bad in ((0, 0, 0), (1, -1, 1), (1, 1), (1.5, 1, 1)):
+        with pytest.raises(pt.XLXMERTError, match="task_ratio"):
+            PretrainConfig.from_preset("shapes-64", steps=1, batch_size=4, lr=1e-3, task_ratio=bad)
+
+
+def test_cli_task_ratio_is_saved_and_bad_values_are_one_line(tiny, tmp_path, capsys):
+    small = ["--batch-size", "4", "--eval-samples", "8", "--quiet", "--steps", "3"]
+    assert cli_main(cli_args(tiny, tmp_path / "a", *small, "--task-ratio", "1,0,2")) == 0
+    saved = json.loads((tmp_path / "a" / "pretrain_config.json").read_text())
+    assert saved["task_ratio"] == [1, 0, 2]
+    trained = {m for _, split, m, _ in metrics(tmp_path / "a") if split == "train"}
+    assert "loss_ccc" in trained and "loss_itm" in trained and "loss_mlm" not in trained
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        cli_main(cli_args(tiny, tmp_path / "b", *small, "--task-ratio", "0,0,0"))
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "--task-ratio: must be three whole numbers" in err

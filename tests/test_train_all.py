@@ -170,3 +170,14 @@ def test_a_grid_that_does_not_divide_the_image_is_a_one_line_error(tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert code == 1 and "grid size must divide the image size 64" in err and "\n" not in err
     assert not (tmp_path / "m.work").exists()
+
+
+def test_the_reproducing_command_spells_a_task_ratio_as_the_cli_reads_it(tmp_path):
+    from xlxmert.cli import build_parser
+
+    config = TrainAllConfig.from_preset("shapes-64", task_ratio=(4, 1, 1), caption_dropout=0.1)
+    command = config.command("models/x")
+    assert "--task-ratio 4,1,1" in command and "--caption-dropout 0.1" in command
+    assert "--task-ratio" not in TrainAllConfig.from_preset("shapes-64").command("models/x")
+    args = build_parser().parse_args(command.split()[1:])
+    assert args.task_ratio == (4, 1, 1) and args.caption_dropout == 0.1

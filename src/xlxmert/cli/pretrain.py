@@ -5,6 +5,16 @@ from __future__ import annotations
 import argparse
 
 
+def task_ratio(value: str) -> tuple[int, int, int]:
+    """``"2,1,1"`` → ``(2, 1, 1)``: visual-masking, word-masking and matching batches per cycle."""
+    parts = value.split(",")
+    if len(parts) != 3 or not all(p.strip().isdigit() for p in parts) or sum(map(int, parts)) == 0:
+        raise argparse.ArgumentTypeError(
+            f"must be three whole numbers V,T,M with a positive sum, got {value!r}"
+        )
+    return tuple(int(p) for p in parts)  # type: ignore[return-value]
+
+
 def _pretrain(args: argparse.Namespace) -> int:
     from xlxmert.models.transformer import XLxmertConfig
     from xlxmert.training.pretrain import PretrainConfig, pretrain
@@ -46,6 +56,8 @@ def _pretrain(args: argparse.Namespace) -> int:
         overrides["visual_masking"] = args.visual_masking
     elif args.variant == "lxmert-grid":
         overrides["visual_masking"] = "bernoulli"  # the baseline masks like LXMERT
+    if args.task_ratio is not None:
+        overrides["task_ratio"] = args.task_ratio
     if args.bf16:
         overrides["mixed_precision"] = "bf16"
     if args.no_qa:
@@ -151,6 +163,13 @@ def register(subparsers) -> None:
         "--init", default=None, metavar="MODEL_DIR", help="start from this model folder's transformer weights"
     )
     p.add_argument("--task-choice", default=None, choices=("cycle", "random"), help="task per batch")
+    p.add_argument(
+        "--task-ratio",
+        type=task_ratio,
+        default=None,
+        metavar="V,T,M",
+        help="visual-masking, word-masking and matching batches per cycle (default 1,1,1, the paper's)",
+    )
     p.add_argument("--no-qa", action="store_true", help="do not use VQA questions (no QA loss)")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None, help="per process")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from xlxmert.cli.pretrain import task_ratio
+
 
 def _train_all(args: argparse.Namespace) -> int:
     from xlxmert.training.train_all import CLI_FLAGS, TrainAllConfig, train_all
@@ -68,6 +70,13 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--ccc-class-balance", type=float, default=None, help="pretraining: CCC weight (frequency)^-BETA"
+    )
+    p.add_argument(
+        "--task-ratio",
+        type=task_ratio,
+        default=None,
+        metavar="V,T,M",
+        help="pretraining: visual-masking, word-masking and matching batches per cycle (default 1,1,1)",
     )
     p.add_argument(
         "--position-frequencies", type=int, default=None, help="transformer: Fourier octaves of positions"

@@ -65,8 +65,11 @@ class PretrainConfig:
     ``batch_size`` is per process. ``visual_masking``: ``"uniform"`` (X-LXMERT) or ``"bernoulli"``
     (LXMERT, rate ``mask_prob``). ``ccc_data``: texts the visual-masking task pairs with images,
     ``"captions"`` only (X-LXMERT's "updated pre-training data") or ``"all"`` (questions too).
-    ``task_choice``: ``"cycle"`` or ``"random"``. ``qa``: load VQA questions (used as texts by the
-    text/matching tasks and for the QA loss). ``answer_min_count``: answers kept for the QA head.
+    ``task_choice``: ``"cycle"`` or ``"random"``. ``task_ratio``: how many visual-masking, word-masking
+    and matching batches make one cycle (``"random"``: the tasks' relative probabilities); the paper
+    weighs them equally, ``(1, 1, 1)``, and painting only learns from the first. ``qa``: load VQA
+    questions (used as texts by the text/matching tasks and for the QA loss). ``answer_min_count``:
+    answers kept for the QA head.
     ``mixed_precision``: ``"no"``, ``"bf16"`` or ``"fp16"`` (Accelerate). ``caption_dropout``: in
     visual-masking batches, the probability that a text is replaced by the empty caption
     (``[CLS] [SEP]``), so the model also learns to paint unconditionally and classifier-free
@@ -93,6 +96,7 @@ class PretrainConfig:
     full_mask_prob: float = 0.0
     ccc_class_balance: float = 0.0
     task_choice: str = "cycle"
+    task_ratio: tuple[int, int, int] = (1, 1, 1)
     qa: bool = True
     answer_min_count: int = 1
     checkpoint_every: int = 500
@@ -151,6 +155,13 @@ class PretrainConfig:
             raise XLXMERTError(f"ccc_class_balance must be in [0, 1], got {self.ccc_class_balance}")
         if not 0.0 < self.mask_prob <= 1.0:
             raise XLXMERTError(f"mask_prob must be in (0, 1], got {self.mask_prob}")
+        ratio = tuple(self.task_ratio)
+        if len(ratio) != len(TASKS) or any(int(r) != r or r < 0 for r in ratio) or sum(ratio) == 0:
+            raise XLXMERTError(
+                f"task_ratio must be {len(TASKS)} non-negative whole numbers (visual, text, match) "
+                f"with a positive sum, got {self.task_ratio}"
+            )
+        object.__setattr__(self, "task_ratio", tuple(int(r) for r in ratio))
         if self.checkpoint_every < 1 or self.eval_every < 1:
             raise XLXMERTError("checkpoint_every and eval_every must be at least 1")
 
@@ -625,9 +636,11 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str,
 
 
 def _task_of(step: int, config: PretrainConfig) -> str:
+    """The task of update ``step``: the ``task_ratio`` cycle, or a draw weighted by it."""
+    cycle = [task for task, n in zip(TASKS, config.task_ratio) for _ in range(n)]
     if config.task_choice == "cycle":
-        return TASKS[step % len(TASKS)]
-    return TASKS[int(np.random.default_rng(_seed_of(config.seed, step, 7)).integers(len(TASKS)))]
+        return cycle[step % len(cycle)]
+    return cycle[int(np.random.default_rng(_seed_of(config.seed, step, 7)).integers(len(cycle)))]
 
 
 def _checkpoints(out: Path) -> list[Path]:

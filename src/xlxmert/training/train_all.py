@@ -75,6 +75,7 @@ class TrainAllConfig:
     # nats per cell with every cell masked but 0.03 with 10 % visible.
     full_mask_prob: float = 0.0
     ccc_class_balance: float = 0.0  # PretrainConfig.ccc_class_balance
+    task_ratio: tuple[int, int, int] = (1, 1, 1)  # PretrainConfig.task_ratio
     position_frequencies: int = 0  # XLxmertConfig.position_frequencies
     mixed_precision: str = "bf16"  # pretraining autocast: "no", "bf16" or "fp16"
     evaluator_steps: int = 1000
@@ -126,6 +127,8 @@ class TrainAllConfig:
         for name, flag in CLI_FLAGS.items():
             value = getattr(self, name)
             if value != getattr(preset, name):
+                if isinstance(value, (tuple, list)):
+                    value = ",".join(map(str, value))
                 parts.append(flag if isinstance(value, bool) else f"{flag} {value}")
         return " ".join(parts)
 
@@ -160,6 +163,7 @@ CLI_FLAGS = {
     "pretrain_lr": "--pretrain-lr",
     "full_mask_prob": "--full-mask-prob",
     "ccc_class_balance": "--ccc-class-balance",
+    "task_ratio": "--task-ratio",
     "position_frequencies": "--position-frequencies",
     "caption_dropout": "--caption-dropout",
     "standardize_features": "--standardize-features",
@@ -273,6 +277,7 @@ def _transformer(work: Path, cfg: TrainAllConfig, progress: bool) -> dict[str, A
         "caption_dropout": cfg.caption_dropout,
         "full_mask_prob": cfg.full_mask_prob,
         "ccc_class_balance": cfg.ccc_class_balance,
+        "task_ratio": tuple(cfg.task_ratio),
     }
     if cfg.pretrain_batch_size is not None:
         overrides["batch_size"] = cfg.pretrain_batch_size
