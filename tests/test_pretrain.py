@@ -487,3 +487,18 @@ def test_cli_task_ratio_is_saved_and_bad_values_are_one_line(tiny, tmp_path, cap
         cli_main(cli_args(tiny, tmp_path / "b", *small, "--task-ratio", "0,0,0"))
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "--task-ratio: must be three whole numbers" in err
+
+
+def test_a_checkpoint_from_before_a_new_setting_resumes_only_at_its_default(tiny, tmp_path):
+    out = tmp_path / "run"
+    run(tiny, out, steps=3)
+    ckpt = out / "checkpoints" / "step_0000003.pt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    del state["pretrain_config"]["task_ratio"]  # as written by a version without the fields
+    del state["transformer_config"]["standardize_ccc_output"]
+    torch.save(state, ckpt)
+    with pytest.raises(pt.XLXMERTError, match="other settings"):
+        run(tiny, out, steps=5, task_ratio=(2, 1, 1))
+    run(tiny, out, steps=5)  # the fields' defaults: it resumes
+    assert json.loads((out / "pretrain_config.json").read_text())["steps"] == 5
+    assert max(s for s, *_ in metrics(out)) == 5

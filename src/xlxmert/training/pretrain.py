@@ -647,6 +647,20 @@ def _checkpoints(out: Path) -> list[Path]:
     return sorted((out / CHECKPOINT_DIR).glob("step_*.pt"))
 
 
+def _same(saved: dict[str, Any], current: dict[str, Any], config_cls: type) -> bool:
+    """Whether a checkpoint's saved settings are ``current`` (a ``config_cls`` as a dict). A field
+    the checkpoint lacks (written before the field existed) matches when ``current`` holds that
+    field's default."""
+    defaults = {
+        f.name: list(f.default) if isinstance(f.default, tuple) else f.default
+        for f in dataclasses.fields(config_cls)
+        if f.default is not dataclasses.MISSING
+    }
+    return set(saved) <= set(current) and all(
+        saved[k] == v if k in saved else k in defaults and v == defaults[k] for k, v in current.items()
+    )
+
+
 def _comparable(cfg: PretrainConfig) -> dict[str, Any]:
     keep = config_to_dict(cfg)
     for name in ("steps", "checkpoint_every", "eval_every", "eval_samples", "keep_checkpoints"):
@@ -825,7 +839,9 @@ def pretrain(
     ckpts = _checkpoints(out)
     if ckpts:
         state = torch.load(ckpts[-1], map_location="cpu", weights_only=True)
-        if state["transformer_config"] != config_to_dict(cfg) or state["pretrain_config"] != _comparable(pc):
+        if not _same(state["transformer_config"], config_to_dict(cfg), type(cfg)) or not _same(
+            state["pretrain_config"], _comparable(pc), PretrainConfig
+        ):
             raise XLXMERTError(
                 f"{out} holds a run with other settings ({ckpts[-1].name}); resume with the same "
                 "arguments or choose another --out"
