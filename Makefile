@@ -20,8 +20,8 @@ paint: $(VENV)/.installed
 	$(VENV)/bin/xlxmert paint "$(CAPTION)" -o $(OUT)
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts
 
 test: lint
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q

@@ -38,12 +38,13 @@ COLOR_NAMES, SHAPE_NAMES = list(COLORS), list(SHAPES)
 
 
 def named_pairs(caption: str) -> set[int]:
-    """Colour-major pair indices ``c * S + s`` of the noun phrases that name a colour and a shape."""
+    """Colour-major pair indices ``c * S + s`` of the noun phrases (subjects, and the objects of
+    relations) that name a colour and a shape."""
     pairs = set()
     for fact in parse_caption(caption):
-        np_ = fact.subject
-        if np_ is not None and np_.color and np_.shape:
-            pairs.add(COLOR_NAMES.index(np_.color) * len(SHAPE_NAMES) + SHAPE_NAMES.index(np_.shape))
+        for np_ in (fact.subject, fact.other):
+            if np_ is not None and np_.color and np_.shape:
+                pairs.add(COLOR_NAMES.index(np_.color) * len(SHAPE_NAMES) + SHAPE_NAMES.index(np_.shape))
     return pairs
 
 
