@@ -47,7 +47,7 @@ from xlxmert.models.transformer import (
     load_centroids,
 )
 from xlxmert.training.backbone import scene_label_map
-from xlxmert.utils.config import config_to_dict, load_config, save_config
+from xlxmert.utils.config import config_to_dict, load_config, same_settings, save_config
 from xlxmert.utils.model_folder import copy_component, update_model_index
 from xlxmert.utils.weights import load_weights
 from xlxmert.visual.grid import grid_pool
@@ -647,20 +647,6 @@ def _checkpoints(out: Path) -> list[Path]:
     return sorted((out / CHECKPOINT_DIR).glob("step_*.pt"))
 
 
-def _same(saved: dict[str, Any], current: dict[str, Any], config_cls: type) -> bool:
-    """Whether a checkpoint's saved settings are ``current`` (a ``config_cls`` as a dict). A field
-    the checkpoint lacks (written before the field existed) matches when ``current`` holds that
-    field's default."""
-    defaults = {
-        f.name: list(f.default) if isinstance(f.default, tuple) else f.default
-        for f in dataclasses.fields(config_cls)
-        if f.default is not dataclasses.MISSING
-    }
-    return set(saved) <= set(current) and all(
-        saved[k] == v if k in saved else k in defaults and v == defaults[k] for k, v in current.items()
-    )
-
-
 def _comparable(cfg: PretrainConfig) -> dict[str, Any]:
     keep = config_to_dict(cfg)
     for name in ("steps", "checkpoint_every", "eval_every", "eval_samples", "keep_checkpoints"):
@@ -839,9 +825,8 @@ def pretrain(
     ckpts = _checkpoints(out)
     if ckpts:
         state = torch.load(ckpts[-1], map_location="cpu", weights_only=True)
-        if not _same(state["transformer_config"], config_to_dict(cfg), type(cfg)) or not _same(
-            state["pretrain_config"], _comparable(pc), PretrainConfig
-        ):
+        same_model = same_settings(state["transformer_config"], config_to_dict(cfg), type(cfg))
+        if not same_model or not same_settings(state["pretrain_config"], _comparable(pc), PretrainConfig):
             raise XLXMERTError(
                 f"{out} holds a run with other settings ({ckpts[-1].name}); resume with the same "
                 "arguments or choose another --out"

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from xlxmert.errors import XLXMERTError
-from xlxmert.utils.config import config_to_dict
+from xlxmert.utils.config import config_to_dict, same_settings
 from xlxmert.utils.model_folder import COMPONENTS, copy_component, update_model_index
 
 STAGE_RECORDS = ".stages"
@@ -336,8 +336,13 @@ def _evaluation(work: Path, out: Path, cfg: TrainAllConfig, progress: bool) -> d
 
     results = {}
     s = cfg.sampler
-    sampling = dict(sampler=s.name, steps=s.steps, temperature=s.temperature, anneal=s.anneal)
-    sampling["guidance_scale"] = s.guidance_scale
+    sampling = dict(
+        sampler=s.name,
+        steps=s.steps,
+        temperature=s.temperature,
+        anneal=s.anneal,
+        guidance_scale=s.guidance_scale,
+    )
     for split in EVAL_SPLITS:
         config = EvaluationConfig(split=split, n=cfg.eval_n, seed=cfg.seed, **sampling)
         results[split] = evaluate(
@@ -391,7 +396,7 @@ def train_all(
     work.mkdir(parents=True, exist_ok=True)
     config_path = work / "train_all_config.json"
     saved = json.loads(config_path.read_text()) if config_path.is_file() else None
-    if saved is not None and not _same_settings(saved, config):
+    if saved is not None and not same_settings(saved, config_to_dict(config), TrainAllConfig):
         raise XLXMERTError(
             f"{work} was started with other train-all settings ({config_path}); "
             "use another --work folder or delete it to start over"
@@ -443,16 +448,6 @@ def train_all(
 
     write_model_card(out, summary, work)
     return summary
-
-
-def _same_settings(saved: dict[str, Any], config: TrainAllConfig) -> bool:
-    """Whether a work folder's saved settings are ``config``'s. A field the saved file lacks (a
-    work folder from before the field existed) matches when ``config`` keeps its default."""
-    current = config_to_dict(config)
-    defaults = config_to_dict(TrainAllConfig())
-    return all(
-        saved[name] == value if name in saved else value == defaults[name] for name, value in current.items()
-    )
 
 
 def _jsonable(value: Any) -> Any:

@@ -27,6 +27,20 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
+def same_settings(saved: dict[str, Any], current: dict[str, Any], config_cls: type) -> bool:
+    """Whether settings saved earlier (a JSON dict) are ``current`` (a ``config_cls`` as
+    :func:`config_to_dict` writes it, perhaps with fields left out). A field the saved dict lacks
+    (written before the field existed) matches when ``current`` holds that field's default."""
+    defaults = {
+        f.name: json.loads(json.dumps(f.default))
+        for f in dataclasses.fields(config_cls)
+        if f.default is not dataclasses.MISSING
+    }
+    return set(saved) <= set(current) and all(
+        saved[k] == v if k in saved else k in defaults and v == defaults[k] for k, v in current.items()
+    )
+
+
 def config_from_dict(cls: type[T], data: dict[str, Any]) -> T:
     """Rebuild ``cls`` from :func:`config_to_dict`'s output."""
     hints = typing.get_type_hints(cls)
