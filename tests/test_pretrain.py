@@ -502,3 +502,68 @@ def test_a_checkpoint_from_before_a_new_setting_resumes_only_at_its_default(tiny
     run(tiny, out, steps=5)  # the fields' defaults: it resumes
     assert json.loads((out / "pretrain_config.json").read_text())["steps"] == 5
     assert max(s for s, *_ in metrics(out)) == 5
+
+
+GPU_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "pretrain_gpu.sh"
+
+
+def run_gpu_script(tiny, tmp_path, **env):
+    """scripts/pretrain_gpu.sh on the tiny split (on the CPU here), WORK laid out as train-all's."""
+    work = tmp_path / "work"
+    work.mkdir()
+    for name, target in (("data", tiny["data"]), ("vocab", tiny["vocab"]), ("tokenizer", tiny["tok"])):
+        (work / name).symlink_to(target)
+    results = tmp_path / "results"
+    small = "--batch-size 4 --lr 1e-3 --eval-samples 8"
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "THREADS": "1",
+        "CAL_S": "2",
+        "PRESET": "shapes-64",
+        "ARGS_A": small,
+        "ARGS_B": f"{small} --task-ratio 4,1,1",
+        "ARGS_C": f"{small} --full-mask-prob 0.5",
+        **env,
+    }
+    result = subprocess.run(
+        ["bash", str(GPU_SCRIPT), str(work), str(results), "600"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=GPU_SCRIPT.parents[1],
+        timeout=300,
+    )
+    return result, results
+
+
+def test_gpu_script_trains_three_variants_and_packs_each(tiny, tmp_path):
+    small = "--batch-size 4 --lr 1e-3 --eval-samples 8"
+    result, results = run_gpu_script(tiny, tmp_path, STEPS="6")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = (results / "summary.txt").read_text()
+    for v, extra in (("A", ""), ("B", "--task-ratio 4,1,1"), ("C", "--full-mask-prob 0.5")):
+        assert f"calibration {v}: " in summary
+        command = "  xlxmert pretrain --preset shapes-64 --steps 6 --eval-every 1 --checkpoint-every 1 "
+        command += f" {small} {extra}"
+        assert command.rstrip() in summary.splitlines()
+        assert f"variant {v}: 6 of 6 steps; last val:" in summary
+        (results / v).mkdir()
+        subprocess.run(["tar", "-xzf", str(results / f"{v}.tar.gz"), "-C", str(results / v)], check=True)
+        assert (results / v / "transformer" / "model.safetensors").is_file()
+        config = json.loads((results / v / "pretrain_config.json").read_text())
+        assert config["steps"] == 6 and config["batch_size"] == 4
+        assert config["task_ratio"] == ([4, 1, 1] if v == "B" else [1, 1, 1])
+        assert config["full_mask_prob"] == (0.5 if v == "C" else 0.0)
+        assert max(step for step, *_ in metrics(results / v)) == 6
+    assert "ccc_top5@1.0" in summary
+    assert (results / "logs.tar.gz").is_file()
+
+
+def test_gpu_script_stops_early_with_the_failing_variants_error(tiny, tmp_path):
+    result, results = run_gpu_script(tiny, tmp_path, ARGS_B="--task-ratio 0,0,0")
+    assert result.returncode == 1
+    summary = (results / "summary.txt").read_text()
+    assert "variant B stopped in calibration; its log ends:" in summary
+    assert "--task-ratio" in summary  # the log's tail: the argument error
+    assert not list(results.glob("*.tar.gz"))
