@@ -20,17 +20,16 @@ The numbers of the model card's "Session 6" section come from this script.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 import numpy as np
 import torch
 
+from xlxmert.data.datasets import CocoCaptions
 from xlxmert.data.shapes.facts import parse_caption
 from xlxmert.data.shapes.world import COLORS, PLACES, SHAPES
 from xlxmert.errors import XLXMERTError
 from xlxmert.pipelines import PaintPipeline
-from xlxmert.pipelines.common import tokenize_texts
 from xlxmert.sampling import SamplerConfig
 from xlxmert.visual.vocabulary import load_ids
 
@@ -96,34 +95,25 @@ def main(argv: list[str] | None = None) -> int:
         if cov.shape[1] != len(COLOR_NAMES) * len(SHAPE_NAMES):
             raise XLXMERTError("the model's visual words are not backbone predictions (--backbone-output)")
         ids_true, image_ids = load_ids(args.vocab, args.split)
-        with open(f"{args.data}/{args.split}/captions_{args.split}.json") as f:
-            annotations = json.load(f)["annotations"]
+        captions = CocoCaptions(f"{args.data}/{args.split}/captions_{args.split}.json").captions_by_image
     except (XLXMERTError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    first: dict[int, str] = {}
-    for a in annotations:
-        first.setdefault(a["image_id"], a["caption"])
-    rows = [i for i in range(min(args.n, len(image_ids))) if named_pairs(first[image_ids[i]])]
-    texts = [first[image_ids[i]] for i in rows]
+    first = {image_id: texts[0] for image_id, texts in captions.items() if texts}
+    rows = [i for i in range(min(args.n, len(image_ids))) if named_pairs(first.get(int(image_ids[i]), ""))]
+    texts = [first[int(image_ids[i])] for i in rows]
     pairs = [named_pairs(t) for t in texts]
     true_mass = cov[torch.from_numpy(ids_true[rows].astype(np.int64))].sum(1)
     print(f"{len(rows)} captions naming a colour-shape pair; ground-truth grids: object mass "
           f"{true_mass.sum(1).mean():.2f}, shares {shares(true_mass, pairs)}")  # fmt: skip
 
-    tr, cfg = pipe.transformer, pipe.transformer.config
-    with torch.no_grad():
-        logits = []
-        for text in (texts, [""] * len(texts)):
-            tok = tokenize_texts(pipe.tokenizer, text, cfg.max_text_length, allow_empty=True)
-            ids = torch.zeros(len(texts), cfg.num_cells, dtype=torch.long)
-            mask = torch.ones_like(ids, dtype=torch.bool)
-            logits.append(
-                tr(tok.input_ids, tok.attention_mask, visual_ids=ids, visual_mask=mask).visual_logits
-            )
-    cond, uncond = (x.float() for x in logits)
+    num_cells = pipe.transformer.config.num_cells
+    empty_grid = torch.zeros(len(texts), num_cells, dtype=torch.long)
+    every_cell = torch.ones(len(texts), num_cells, dtype=torch.bool)
     for g in args.guidance_scale:
-        mass = ((uncond + g * (cond - uncond)).softmax(-1) @ cov).sum(1)
+        with torch.no_grad():
+            logits = pipe.predictor(texts, guidance_scale=g)(empty_grid, every_cell).float()
+        mass = (logits.softmax(-1) @ cov).sum(1)
         sampler = SamplerConfig(
             args.sampler, args.steps, temperature=args.temperature, guidance_scale=g
         ).build()

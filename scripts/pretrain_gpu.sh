@@ -22,7 +22,6 @@
 # Exits 1 early, with the log's tail, when a variant stops in calibration or takes no step in 90 s.
 set -uo pipefail
 WORK=$1 RESULTS=$2 BUDGET=$3
-STEPS_ALL=${STEPS:-}; unset STEPS
 PY=${PYTHON:-python3}
 START=$(date +%s)
 THREADS=${THREADS:-$(( $(nproc) / 3 > 0 ? $(nproc) / 3 : 1 ))}
@@ -75,7 +74,7 @@ for v in "${VARIANTS[@]}"; do  # a stopped variant, else (none stopped) one that
     fi
 done
 sleep 3
-declare -A S0 RATE STEPS
+declare -A S0 RATE STEPS_OF
 for v in "${VARIANTS[@]}"; do S0[$v]=$(last_step "$RUNS/cal-$v"); done
 T0=$(date +%s.%N); sleep "${CAL_S:-20}"; T1=$(date +%s.%N)
 for v in "${VARIANTS[@]}"; do
@@ -86,19 +85,19 @@ kill "${PIDS[@]}" 2>/dev/null; wait; PIDS=()
 # Training gets what is left of the budget, less data loading (~20 s), evaluation and packing (~50 s).
 LEFT=$(( BUDGET - ($(date +%s) - START) ))
 for v in "${VARIANTS[@]}"; do
-    STEPS[$v]=${STEPS_ALL:-$(calc "max(10, int(${RATE[$v]} * ($LEFT - 70) * 0.92))")}
-    every=$(( STEPS[$v] / 5 > 0 ? STEPS[$v] / 5 : 1 ))
+    STEPS_OF[$v]=${STEPS:-$(calc "max(10, int(${RATE[$v]} * ($LEFT - 70) * 0.92))")}
+    every=$(( STEPS_OF[$v] / 5 > 0 ? STEPS_OF[$v] / 5 : 1 ))
     say "variant $v: $LEFT s left; command:"
-    say "  xlxmert pretrain --preset ${PRESETS[$v]} --steps ${STEPS[$v]} --eval-every $every" \
+    say "  xlxmert pretrain --preset ${PRESETS[$v]} --steps ${STEPS_OF[$v]} --eval-every $every" \
         "--checkpoint-every $every ${EXTRA[*]} ${ARGS[$v]}"
-    launch "$v" "${STEPS[$v]}" "$RUNS/$v" $(( LEFT - 30 )) --eval-every "$every" --checkpoint-every "$every"
+    launch "$v" "${STEPS_OF[$v]}" "$RUNS/$v" $(( LEFT - 30 )) --eval-every "$every" --checkpoint-every "$every"
 done
 wait
 
 # -- results -------------------------------------------------------------------------------------
 for v in "${VARIANTS[@]}"; do
     m=$RUNS/$v/metrics.csv
-    say "variant $v: $(last_step "$RUNS/$v") of ${STEPS[$v]} steps; last val:"
+    say "variant $v: $(last_step "$RUNS/$v") of ${STEPS_OF[$v]} steps; last val:"
     grep ',val,' "$m" 2>/dev/null | awk -F, -v s="$(grep ',val,' "$m" | tail -n 1 | cut -d, -f1)" \
         '$1==s {printf "    %s %s\n", $3, $4}' | tee -a "$RESULTS/summary.txt"
     if [[ -d $RUNS/$v/transformer ]]; then

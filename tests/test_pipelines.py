@@ -117,6 +117,21 @@ def test_empty_caption_is_admitted_for_the_evaluation_control(painter):
     assert tokens.input_ids[0, :3].tolist() == [tok.cls_id, tok.sep_id, tok.pad_id]
 
 
+def test_predictor_mixes_the_conditional_and_empty_caption_predictions(painter):
+    ids = torch.zeros(len(CAPTIONS), M, dtype=torch.long)
+    mask = torch.ones(len(CAPTIONS), M, dtype=torch.bool)
+    with torch.no_grad():
+        cond = painter.predictor(CAPTIONS)(ids, mask)
+        uncond = painter.predictor([""] * len(CAPTIONS), allow_empty=True)(ids, mask)
+        guided = painter.predictor(CAPTIONS, guidance_scale=2.5)(ids, mask)
+        naive = painter.predictor(CAPTIONS, guidance_scale=2.5, use_text_cache=False)(ids, mask)
+    assert cond.shape == (len(CAPTIONS), M, painter.transformer.config.num_clusters)
+    assert torch.allclose(guided, uncond + 2.5 * (cond - uncond), atol=1e-5)
+    assert torch.allclose(naive, guided, atol=1e-5)
+    with pytest.raises(XLXMERTError, match="guidance_scale"):
+        painter.predictor(CAPTIONS, guidance_scale=-0.5)
+
+
 def test_classifier_free_guidance(painter):
     plain = painter(CAPTIONS, steps=4, seed=0, temperature=1.0)
     assert torch.equal(painter(CAPTIONS, steps=4, seed=0, temperature=1.0, guidance_scale=1.0).ids, plain.ids)

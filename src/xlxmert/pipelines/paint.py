@@ -14,7 +14,7 @@ encoded once (``encode_text``) and that encoding is reused at every sampling ste
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,36 +104,33 @@ class PaintPipeline:
 
     # -- sampling ---------------------------------------------------------------------------------
     @torch.no_grad()
-    def sample(
+    def predictor(
         self,
         captions: Sequence[str],
-        sampler: VisualSampler,
-        seed: int = 0,
-        return_intermediates: bool = False,
+        guidance_scale: float = 1.0,
         use_text_cache: bool = True,
         allow_empty: bool = False,
-        guidance_scale: float = 1.0,
-    ):
-        """Run ``sampler`` for ``captions``: a ``SamplerOutput`` (ids) or, for LXMERT+Grid, a
-        ``FeatureSamplerOutput`` (features). Each caption draws from its own generator seeded with
-        ``seed``, so a caption's result does not depend on the rest of the batch. ``allow_empty``
-        admits empty captions (the transformer then reads only ``[CLS] [SEP]``).
+    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """The transformer's prediction for ``captions`` (B of them) as the samplers call it:
+        ``predict(values, visual_mask: BoolTensor[B, M])`` → ``visual_logits: [B, M, K]`` from
+        ``values = visual_ids: LongTensor[B, M]`` (LXMERT+Grid: ``visual_regression: [B, M, D]``
+        from ``visual_feats: [B, M, D]``). Call it under ``torch.no_grad()``.
 
         ``guidance_scale`` s (classifier-free guidance, Ho & Salimans 2022; not in the paper): each
-        step also predicts with the empty caption and uses ``uncond + s · (cond − uncond)``; 1 is
-        plain conditional prediction, s > 1 amplifies what the caption changes."""
+        call also predicts with the empty caption and returns ``uncond + s · (cond − uncond)``; 1
+        is plain conditional prediction, s > 1 amplifies what the caption changes.
+        ``use_text_cache``: encode the texts once (False: the language layers run at every call)."""
         if guidance_scale < 0:
             raise XLXMERTError(f"guidance_scale must be >= 0 (1 = no guidance), got {guidance_scale}")
         cfg = self.transformer.config
         tokens = tokenize_texts(self.tokenizer, captions, cfg.max_text_length, allow_empty=allow_empty)
-        batch = tokens.input_ids.shape[0]
         texts = [tokens]
         if guidance_scale != 1.0:
-            texts.append(tokenize_texts(self.tokenizer, [""] * batch, cfg.max_text_length, allow_empty=True))
+            empty = [""] * tokens.input_ids.shape[0]
+            texts.append(tokenize_texts(self.tokenizer, empty, cfg.max_text_length, allow_empty=True))
         model = self.transformer
         if use_text_cache:
             encodings = [model.encode_text(t.input_ids, t.attention_mask) for t in texts]
-        gens = [torch_generator(seed) for _ in range(batch)]
         key = "visual_feats" if self.paints_features else "visual_ids"
 
         def predict_one(k: int, visual: dict) -> torch.Tensor:
@@ -151,6 +148,28 @@ class PaintPipeline:
             uncond = predict_one(1, visual)
             return uncond + guidance_scale * (cond - uncond)
 
+        return predict
+
+    @torch.no_grad()
+    def sample(
+        self,
+        captions: Sequence[str],
+        sampler: VisualSampler,
+        seed: int = 0,
+        return_intermediates: bool = False,
+        use_text_cache: bool = True,
+        allow_empty: bool = False,
+        guidance_scale: float = 1.0,
+    ):
+        """Run ``sampler`` for ``captions``: a ``SamplerOutput`` (ids) or, for LXMERT+Grid, a
+        ``FeatureSamplerOutput`` (features). Each caption draws from its own generator seeded with
+        ``seed``, so a caption's result does not depend on the rest of the batch. ``allow_empty``
+        admits empty captions (the transformer then reads only ``[CLS] [SEP]``).
+        ``guidance_scale``: classifier-free guidance, see :meth:`predictor`."""
+        predict = self.predictor(captions, guidance_scale, use_text_cache, allow_empty)
+        cfg = self.transformer.config
+        batch = len(captions)
+        gens = [torch_generator(seed) for _ in range(batch)]
         if self.paints_features:
             return sampler.sample_features(
                 predict, batch, cfg.num_cells, cfg.feature_dim, gens, return_intermediates
