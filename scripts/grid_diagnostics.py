@@ -9,7 +9,8 @@ measurements on the first caption of each of ``--n`` images of ``--split``:
   ``Σ_cells p(word) · coverage(word)``, and the share of that object mass on the pairs (colours,
   shapes) the caption names, beside the same share in the ground-truth grids.
 * ``sampled``: grids painted with a sampler; the share of the caption's named pairs (colours,
-  shapes) that the grid holds (covered mass above half a cell), and the object mass per image.
+  shapes) that the grid holds (covered mass above half a cell), the object mass per image, and
+  the share of that mass on the named pairs (colours, shapes).
 
     python scripts/grid_diagnostics.py --model models/shapes-64 --data W/data --vocab W/vocab \
         --split test --n 200 --guidance-scale 1 3
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sampler", default="random")
     p.add_argument("--steps", type=int, default=16)
     p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest words only")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     try:
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             logits = pipe.predictor(texts, guidance_scale=g)(empty_grid, every_cell).float()
         mass = (logits.softmax(-1) @ cov).sum(1)
         sampler = SamplerConfig(
-            args.sampler, args.steps, temperature=args.temperature, guidance_scale=g
+            args.sampler, args.steps, temperature=args.temperature, top_k=args.top_k, guidance_scale=g
         ).build()
         painted = torch.cat(
             [
@@ -125,8 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         sampled = cov[painted.long()].sum(1)
         print(f"guidance {g}: full mask: object mass {mass.sum(1).mean():.2f}, shares {shares(mass, pairs)}")
-        print(f"guidance {g}: sampled ({args.sampler}-{args.steps}, T {args.temperature}): object mass "
-              f"{sampled.sum(1).mean():.2f}, named present {presence(sampled, pairs)}")  # fmt: skip
+        how = f"{args.sampler}-{args.steps}, T {args.temperature}"
+        how += f", top-k {args.top_k}" if args.top_k else ""
+        print(f"guidance {g}: sampled ({how}): object mass "
+              f"{sampled.sum(1).mean():.2f}, named present {presence(sampled, pairs)}, "
+              f"shares {shares(sampled, pairs)}")  # fmt: skip
     return 0
 
 

@@ -423,6 +423,73 @@ def test_relative_table_divides_by_the_original_row():
     assert _relative_table(rows[1:]) == []
 
 
+def test_average_results_means_scores_and_ratios_over_seeds():
+    from xlxmert.evaluation.report import average_results, markdown_report
+
+    def result(seed, shape, painted_shape, hard):
+        keys = {"semantic_color": 0.5, "semantic_number": None, "semantic_position": 0.5}
+        return {
+            "config": {"split": "test", "sampler": "random", "steps": 16, "seed": seed},
+            "num_images": 3,
+            "rows": [
+                {"name": "Original images", "kind": "original",
+                 "scores": {"semantic_shape": shape, "rprec_hard": 0.5, "note_note": "a", **keys}},
+                {"name": "X-LXMERT (m)", "kind": "model",
+                 "scores": {"semantic_shape": painted_shape, "rprec_hard": hard, "note_note": "a", **keys}},
+            ],
+        }  # fmt: skip
+
+    runs = [result(0, 0.8, 0.4, 0.25), result(1, 0.5, 0.5, 0.45)]
+    mean = average_results(runs, [0, 1])
+    assert mean["seeds"] == [0, 1] and mean["num_images"] == 3
+    model = mean["rows"][1]
+    assert model["scores"]["semantic_shape"] == pytest.approx(0.45)
+    assert model["scores"]["semantic_number"] is None and model["scores"]["note_note"] == "a"
+    # the mean of the per-seed ratios (0.5 and 1.0), not the ratio of the means (0.45 / 0.65)
+    assert model["relative"]["semantic_shape"] == pytest.approx(0.75)
+    assert model["relative_range"]["semantic_shape"] == pytest.approx([0.5, 1.0])
+    assert model["relative"]["rprec_hard"] == pytest.approx(0.7)
+    table = markdown_report(mean)
+    assert "mean of seeds 0, 1 (each seed's table: seed-S/table.md)" in table
+    assert (
+        "| X-LXMERT (m) | 0.75 (0.50–1.00) | 1.00 (1.00–1.00) | – | 1.00 (1.00–1.00) | 0.70 (0.50–0.90) |"
+    ) in table.splitlines()
+    with pytest.raises(XLXMERTError, match="different rows"):
+        average_results([runs[0], {**runs[1], "rows": runs[1]["rows"][:1]}], [0, 1])
+
+
+def test_evaluate_over_seeds_keeps_each_seed_and_writes_their_mean(suite_dir, shapes_root, tmp_path, capsys):
+    from test_pipelines_tiny import build_tiny_model
+
+    model = build_tiny_model(tmp_path / "tiny-model")
+    out = tmp_path / "seeds"
+    args = ["evaluate", "--model", str(model), "--data", str(shapes_root), "--evaluator", str(suite_dir)]
+    args += ["--n", "8", "--metrics", "semantic,r-precision", "--steps", "2", "--no-progress"]
+    assert main([*args, "--seed", "0", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "mean of seeds 0, 1" in printed and printed.endswith("(each seed)\n")
+    per_seed = [json.loads((out / f"seed-{s}" / "results.json").read_text()) for s in (0, 1)]
+    assert [r["config"]["seed"] for r in per_seed] == [0, 1]
+    mean = json.loads((out / "results.json").read_text())
+    assert mean["seeds"] == [0, 1]
+    for i, row in enumerate(mean["rows"]):
+        values = [r["rows"][i]["scores"]["rprec_hard"] for r in per_seed]
+        assert row["scores"]["rprec_hard"] == pytest.approx(sum(values) / 2)
+    # one seed is the plain evaluation, as before
+    assert main([*args, "--seed", "1", "--out", str(tmp_path / "one")]) == 0
+    capsys.readouterr()
+    one = json.loads((tmp_path / "one" / "results.json").read_text())["rows"]
+    for alone, within in zip(one, per_seed[1]["rows"], strict=True):
+        alone["scores"].pop("evaluator_accuracy", None)  # holds a timing
+        within["scores"].pop("evaluator_accuracy", None)
+        assert alone == within
+    assert main([*args, "--seed", "1", "1", "--out", str(tmp_path / "twice")]) == 1
+    assert (
+        capsys.readouterr().err
+        == "xlxmert: error: averaging needs at least two different seeds, got [1, 1]\n"
+    )
+
+
 def test_samplers_default_step_counts(suite_dir, shapes_root, tmp_path):
     from test_pipelines_tiny import build_tiny_model
 

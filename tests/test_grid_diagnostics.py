@@ -86,7 +86,7 @@ def test_main_reads_the_shipped_models_painted_words(diag, tmp_path, capsys):
         assert f"guidance {g}: full mask: object mass " in first
         assert f"guidance {g}: sampled (random-4, T 1.0): object mass " in first
     shares = [float(x) for x in re.findall(r"'(?:pair|colour|shape)': ([\d.]+)", first)]
-    assert len(shares) == 3 * 5 and all(0.0 <= s <= 1.0 for s in shares)
+    assert len(shares) == 3 * 7 and all(0.0 <= s <= 1.0 for s in shares)
     assert diag.main(args) == 0
     assert capsys.readouterr().out == first  # seeded: the same numbers again
 

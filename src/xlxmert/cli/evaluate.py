@@ -2,7 +2,7 @@
 
     xlxmert evaluator train --data DATA [--out EVAL_DIR] [--evaluator-steps 3000 --matcher-steps 1000]
     xlxmert evaluate --model DIR --data DATA --split test --metrics all --sampler mask-predict --steps 4
-                     [--evaluator EVAL_DIR] [--n N] [--compare DIR ...] --out OUT
+                     [--evaluator EVAL_DIR] [--n N] [--compare DIR ...] [--seed 0 1 2] --out OUT
 
 ``EVAL_DIR`` defaults to ``DATA/evaluation``; it holds the evaluator network (FID/IS, facts) and the
 image–text matching surrogate (R-precision, semantic accuracy), trained on ShapeScenes only.
@@ -58,7 +58,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from xlxmert.evaluation.report import EvaluationConfig, evaluate, parse_metrics
+    from xlxmert.evaluation.report import EvaluationConfig, evaluate, evaluate_seeds, parse_metrics
     from xlxmert.pipelines import default_model_dir
 
     models = [Path(args.model) if args.model else default_model_dir(), *map(Path, args.compare or [])]
@@ -71,12 +71,19 @@ def _evaluate(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         anneal=args.anneal,
         guidance_scale=args.guidance_scale,
-        seed=args.seed,
+        seed=args.seed[0],
         batch_size=args.batch_size,
         feature_network=args.feature_network,
     )
-    evaluate(models, args.data, _evaluation_dir(args), args.out, config, progress=not args.no_progress)
     out = Path(args.out)
+    if len(args.seed) > 1:
+        evaluate_seeds(
+            models, args.data, _evaluation_dir(args), out, config, args.seed, progress=not args.no_progress
+        )
+        sys.stdout.write((out / "table.md").read_text())
+        print(f"wrote {out / 'results.json'}, {out / 'table.md'} (the mean) and {out}/seed-S/ (each seed)")
+        return 0
+    evaluate(models, args.data, _evaluation_dir(args), out, config, progress=not args.no_progress)
     sys.stdout.write((out / "table.md").read_text())
     print(f"wrote {out / 'results.json'}, {out / 'table.md'}, {out / 'figure.png'}")
     return 0
@@ -126,7 +133,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument(
         "--n", type=_positive, default=500, help="number of split images to evaluate (default 500)"
     )
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument(
+        "--seed",
+        type=int,
+        nargs="+",
+        default=[0],
+        metavar="S",
+        help="draws the captions, the sampling and the negatives; several seeds: one evaluation per "
+        "seed in OUT/seed-S/ and their mean in OUT/ (how the quality bar is read)",
+    )
     ev.add_argument("--batch-size", type=_positive, default=16)
     ev.add_argument("--out", required=True, help="output folder (results.json, table.md, figure.png, caches)")
     ev.add_argument(

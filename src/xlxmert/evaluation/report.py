@@ -25,7 +25,7 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -607,6 +607,92 @@ def evaluate(
     return results
 
 
+def _mean_scores(values: Sequence[Any]) -> Any:
+    """The mean of numbers (None when any is None), dicts key by key; anything else: the first."""
+    first = values[0]
+    if isinstance(first, dict):
+        return {k: _mean_scores([v.get(k) for v in values]) for k in first}
+    if isinstance(first, (int, float)) and not isinstance(first, bool):
+        if any(not isinstance(v, (int, float)) or isinstance(v, bool) for v in values):
+            return None
+        return sum(values) / len(values)
+    return first
+
+
+# Scores compared with the original images' (a painted image is as good as the original when 1.0).
+RELATIVE_KEYS: tuple[tuple[str, str], ...] = (
+    *((f"Sem. {c}", f"semantic_{c}") for c in CATEGORIES),
+    ("R-prec-hard", "rprec_hard"),
+)
+
+
+def relative_scores(rows: Sequence[dict[str, Any]]) -> list[dict[str, float | None]]:
+    """Each row's :data:`RELATIVE_KEYS` scores divided by the original images' (None where either is
+    missing); empty when there is no original row."""
+    base = next((row["scores"] for row in rows if row.get("kind") == "original"), None)
+    if base is None:
+        return []
+    out = []
+    for row in rows:
+        ratios: dict[str, float | None] = {}
+        for _, key in RELATIVE_KEYS:
+            value, ref = row["scores"].get(key), base.get(key)
+            ratios[key] = None if value is None or not ref else value / ref
+        out.append(ratios)
+    return out
+
+
+def average_results(per_seed: Sequence[dict[str, Any]], seeds: Sequence[int]) -> dict[str, Any]:
+    """One result of several :func:`evaluate` runs that differ only in their seed.
+
+    Scores are averaged row by row; each row also gets ``relative`` (the mean over seeds of its
+    score / the original images' score, which is how the quality bar is read) and
+    ``relative_range`` (the lowest and highest of those per-seed ratios).
+    """
+    if len(per_seed) != len(seeds) or not per_seed:
+        raise XLXMERTError("average_results: one result per seed is needed")
+    names = [[row["name"] for row in res["rows"]] for res in per_seed]
+    if any(n != names[0] for n in names):
+        raise XLXMERTError("average_results: the evaluations have different rows")
+    ratios = [relative_scores(res["rows"]) for res in per_seed]
+    rows = []
+    for i, row in enumerate(per_seed[0]["rows"]):
+        merged = {**row, "scores": _mean_scores([res["rows"][i]["scores"] for res in per_seed])}
+        if ratios[0]:
+            per_key = {key: [r[i][key] for r in ratios] for _, key in RELATIVE_KEYS}
+            merged["relative"] = {k: _mean_scores(v) for k, v in per_key.items()}
+            merged["relative_range"] = {
+                k: None if None in v else [min(v), max(v)] for k, v in per_key.items()
+            }
+        rows.append(merged)
+    return {**per_seed[0], "seeds": list(seeds), "rows": rows}
+
+
+def evaluate_seeds(
+    models: Sequence[str | Path],
+    data_root: str | Path,
+    evaluation_dir: str | Path,
+    out: str | Path,
+    config: EvaluationConfig,
+    seeds: Sequence[int],
+    progress: bool = True,
+) -> dict[str, Any]:
+    """:func:`evaluate` once per seed (captions, sampling and negatives all drawn with it) into
+    ``out/seed-<S>/``, then their mean (:func:`average_results`) into ``out/results.json`` and
+    ``out/table.md``. Each seed's images and scores stay cached in its own folder."""
+    if len(set(seeds)) != len(seeds) or len(seeds) < 2:
+        raise XLXMERTError(f"averaging needs at least two different seeds, got {list(seeds)}")
+    out = Path(out)
+    per_seed = [
+        evaluate(models, data_root, evaluation_dir, out / f"seed-{s}", replace(config, seed=s), progress)
+        for s in seeds
+    ]
+    results = average_results(per_seed, seeds)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "table.md").write_text(markdown_report(results))
+    return results
+
+
 # ---------------------------------------------------------------------- rendering
 def _fmt(value: Any, percent: bool = False) -> str:
     if value is None:
@@ -630,6 +716,13 @@ TABLE_COLUMNS: tuple[tuple[str, str, bool], ...] = (
 EXTERNAL_FID_COLUMN = ("FID-ext↓", "fid_external", False)
 
 
+def _seed_label(results: dict[str, Any]) -> str:
+    seeds = results.get("seeds")
+    if seeds:
+        return f"mean of seeds {', '.join(map(str, seeds))} (each seed's table: seed-S/table.md)"
+    return f"seed {results['config']['seed']}"
+
+
 def markdown_report(results: dict[str, Any]) -> str:
     """Table 1 (and the per-category breakdowns of Tables 6/7) as Markdown."""
     cfg = results["config"]
@@ -641,7 +734,7 @@ def markdown_report(results: dict[str, Any]) -> str:
         "",
         f"Sampler `{cfg['sampler']}`, steps {_steps_label(cfg['sampler'], cfg['steps'])}, "
         f"temperature {cfg.get('temperature', 0.0)}{' annealed to 0' if cfg.get('anneal') else ''}, "
-        f"guidance scale {cfg.get('guidance_scale', 1.0)}, seed {cfg['seed']}. "
+        f"guidance scale {cfg.get('guidance_scale', 1.0)}, {_seed_label(results)}. "
         "Percentages except IS and FID. IS/FID in the evaluator network's feature space (not "
         "Inception-v3); R-precision and semantic accuracy scored by the independent matching "
         "surrogate. Facts are read off each image by the evaluator.",
@@ -693,17 +786,12 @@ def markdown_report(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-# Scores compared with the original images' (a painted image is as good as the original when 1.0).
-RELATIVE_KEYS: tuple[tuple[str, str], ...] = (
-    *((f"Sem. {c}", f"semantic_{c}") for c in CATEGORIES),
-    ("R-prec-hard", "rprec_hard"),
-)
-
-
 def _relative_table(rows: list[dict[str, Any]]) -> list[str]:
-    """Each painted row's scores divided by the original images' (empty when there is no original row)."""
+    """Each painted row's scores divided by the original images' (empty when there is no original
+    row). Rows averaged over seeds show the mean ratio and, in brackets, its range over the seeds."""
+    ratios = relative_scores(rows)
     base = next((row["scores"] for row in rows if row.get("kind") == "original"), None)
-    if base is None or not any(base.get(key) for _, key in RELATIVE_KEYS):
+    if not ratios or not any(base.get(key) for _, key in RELATIVE_KEYS):
         return []
     lines = [
         "",
@@ -712,13 +800,17 @@ def _relative_table(rows: list[dict[str, Any]]) -> list[str]:
         "| Method | " + " | ".join(name for name, _ in RELATIVE_KEYS) + " |",
         "|---|" + "---:|" * len(RELATIVE_KEYS),
     ]
-    for row in rows:
+    for row, own in zip(rows, ratios):
         if row.get("kind") in ("original", "control-mismatched"):
             continue
         cells = []
         for _, key in RELATIVE_KEYS:
-            value, ref = row["scores"].get(key), base.get(key)
-            cells.append("–" if value is None or not ref else f"{value / ref:.2f}")
+            value = row["relative"][key] if "relative" in row else own[key]
+            spread = row.get("relative_range", {}).get(key)
+            cell = "–" if value is None else f"{value:.2f}"
+            if spread and value is not None:
+                cell += f" ({spread[0]:.2f}–{spread[1]:.2f})"
+            cells.append(cell)
         lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
     return lines
 
