@@ -25,7 +25,7 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -683,10 +683,10 @@ def evaluate_seeds(
     if len(set(seeds)) != len(seeds) or len(seeds) < 2:
         raise XLXMERTError(f"averaging needs at least two different seeds, got {list(seeds)}")
     out = Path(out)
-    per_seed = [
-        evaluate(models, data_root, evaluation_dir, out / f"seed-{s}", replace(config, seed=s), progress)
-        for s in seeds
-    ]
+    per_seed = []
+    for seed in seeds:
+        config_s = dataclasses.replace(config, seed=seed)
+        per_seed.append(evaluate(models, data_root, evaluation_dir, out / f"seed-{seed}", config_s, progress))
     results = average_results(per_seed, seeds)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "table.md").write_text(markdown_report(results))
