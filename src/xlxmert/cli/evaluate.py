@@ -75,17 +75,15 @@ def _evaluate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         feature_network=args.feature_network,
     )
-    out = Path(args.out)
+    out, progress = Path(args.out), not args.no_progress
     if len(args.seed) > 1:
-        evaluate_seeds(
-            models, args.data, _evaluation_dir(args), out, config, args.seed, progress=not args.no_progress
-        )
-        sys.stdout.write((out / "table.md").read_text())
-        print(f"wrote {out / 'results.json'}, {out / 'table.md'} (the mean) and {out}/seed-S/ (each seed)")
-        return 0
-    evaluate(models, args.data, _evaluation_dir(args), out, config, progress=not args.no_progress)
+        evaluate_seeds(models, args.data, _evaluation_dir(args), out, config, args.seed, progress)
+        written = f"{out / 'results.json'}, {out / 'table.md'} (the mean) and {out}/seed-S/ (each seed)"
+    else:
+        evaluate(models, args.data, _evaluation_dir(args), out, config, progress)
+        written = f"{out / 'results.json'}, {out / 'table.md'}, {out / 'figure.png'}"
     sys.stdout.write((out / "table.md").read_text())
-    print(f"wrote {out / 'results.json'}, {out / 'table.md'}, {out / 'figure.png'}")
+    print(f"wrote {written}")
     return 0
 
 

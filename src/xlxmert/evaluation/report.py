@@ -790,8 +790,7 @@ def _relative_table(rows: list[dict[str, Any]]) -> list[str]:
     """Each painted row's scores divided by the original images' (empty when there is no original
     row). Rows averaged over seeds show the mean ratio and, in brackets, its range over the seeds."""
     ratios = relative_scores(rows)
-    base = next((row["scores"] for row in rows if row.get("kind") == "original"), None)
-    if not ratios or not any(base.get(key) for _, key in RELATIVE_KEYS):
+    if not any(v is not None for own in ratios for v in own.values()):
         return []
     lines = [
         "",

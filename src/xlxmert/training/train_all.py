@@ -336,13 +336,8 @@ def _evaluation(work: Path, out: Path, cfg: TrainAllConfig, progress: bool) -> d
 
     results = {}
     s = cfg.sampler
-    sampling = dict(
-        sampler=s.name,
-        steps=s.steps,
-        temperature=s.temperature,
-        anneal=s.anneal,
-        guidance_scale=s.guidance_scale,
-    )
+    sampling = {k: getattr(s, k) for k in ("steps", "temperature", "anneal", "guidance_scale")}
+    sampling["sampler"] = s.name
     for split in EVAL_SPLITS:
         config = EvaluationConfig(split=split, n=cfg.eval_n, seed=cfg.seed, **sampling)
         results[split] = evaluate(
