@@ -76,11 +76,12 @@ def pixel_key(image: torch.Tensor) -> bytes:
     return pixels.permute(1, 2, 0).contiguous().numpy().tobytes()
 
 
-class OracleMatcher:
+class OracleMatcher(nn.Module):
     """Scores 1 for the caption an image was chosen to show and 0 for any other, plus seeded noise
     in [0, 0.1) so that equal scores are ranked at random (uniformly, whatever the batching)."""
 
     def __init__(self, images: torch.Tensor, captions: Sequence[str], seed: int = 0):
+        super().__init__()
         self.own = {pixel_key(img): cap for img, cap in zip(images, captions)}
         self.gen = torch.Generator().manual_seed(seed)
 
