@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from xlxmert.cli import main
-from xlxmert.training.train_all import STAGES, TrainAllConfig, train_all
+from xlxmert.training.train_all import TrainAllConfig, recipe_hash, recipe_stages, train_all
 
 
 @pytest.fixture(autouse=True)
@@ -19,19 +19,16 @@ def _one_thread():
 
 def test_train_all_tiny_end_to_end(tmp_path, capsys):
     out, work = tmp_path / "model", tmp_path / "work"
-    # The non-default options on the way: cell predictions as features, an 8×8 grid, K = 64, standardized
-    # features, caption dropout, fully masked images, a sampled evaluation.
+    # The recipe's options on the way (cell predictions as features, an 8×8 grid, K = 64, standardized
+    # features, caption dropout, fully masked images, continuation runs) and non-default ones.
     config = TrainAllConfig.from_preset(
         "tiny",
-        backbone_output="predictions",
-        grid_size=8,
-        vocab_clusters=64,
-        standardize_features=True,
         standardize_ccc_output=True,
-        caption_dropout=0.1,
-        full_mask_prob=0.3,
+        caption_dropout=0.2,
+        full_mask_prob=0.2,
         ccc_class_balance=0.5,
         position_frequencies=2,
+        eval_sampler="mask-predict",
         eval_steps=3,
         eval_temperature=2.0,
         eval_anneal=True,
@@ -49,7 +46,9 @@ def test_train_all_tiny_end_to_end(tmp_path, capsys):
     summary = train_all(out, config, work=work, progress=False, log=lines.append)
     assert any("data: complete, skipped" in line for line in lines)
     assert any("tokenizer: complete, skipped" in line for line in lines)
-    assert set(summary["stages"]) == {s.name for s in STAGES} | {"evaluation"}
+    stages = recipe_stages(config)
+    assert [s.name for s in stages][6:9] == ["pretraining", "pretraining-2", "pretraining-3"]
+    assert set(summary["stages"]) == {s.name for s in stages} | {"evaluation"}
 
     index = json.loads((out / "model_index.json").read_text())
     assert set(index["components"]) == {
@@ -73,18 +72,29 @@ def test_train_all_tiny_end_to_end(tmp_path, capsys):
     assert transformer["standardize_ccc_output"] is True
     assert transformer["position_frequencies"] == 2
     pretrain_config = json.loads((work / "transformer" / "pretrain_config.json").read_text())
-    assert (pretrain_config["full_mask_prob"], pretrain_config["caption_dropout"]) == (0.3, 0.1)
+    assert (pretrain_config["full_mask_prob"], pretrain_config["caption_dropout"]) == (0.2, 0.2)
     assert pretrain_config["ccc_class_balance"] == 0.5
     # Validation on ShapeScenes also scores the object cells alone.
     assert ",val,ccc_top1_objects@1.0," in (work / "transformer" / "metrics.csv").read_text()
     card = (out / "MODEL_CARD.md").read_text()
     assert (
-        f"xlxmert train-all --preset tiny --out {out.as_posix()} --backbone-output predictions "
-        "--grid-size 8 --vocab-clusters 64 --full-mask-prob 0.3 --ccc-class-balance 0.5 "
-        "--position-frequencies 2 "
-        "--caption-dropout 0.1 --standardize-features --standardize-ccc-output "
+        f"xlxmert train-all --preset tiny --out {out.as_posix()} --full-mask-prob 0.2 "
+        "--ccc-class-balance 0.5 --position-frequencies 2 "
+        "--caption-dropout 0.2 --standardize-ccc-output --eval-sampler mask-predict "
         "--eval-steps 3 --eval-temperature 2.0 --eval-anneal --eval-guidance-scale 2.0"
     ) in card
+    # Continuation runs start from the previous run and take their own settings; the model folder
+    # holds the last one's transformer and names the recipe.
+    for run, (fmp, ratio) in enumerate([(0.2, [1, 1, 1]), (0.2, [1, 1, 1]), (0.5, [4, 1, 1])], start=1):
+        folder = work / ("transformer" if run == 1 else f"transformer-{run}")
+        saved = json.loads((folder / "pretrain_config.json").read_text())
+        assert (saved["full_mask_prob"], saved["task_ratio"], saved["caption_dropout"]) == (fmp, ratio, 0.2)
+    first = json.loads((work / "transformer" / "transformer" / "config.json").read_text())
+    assert first["standardize_ccc_output"] is True
+    last = work / "transformer-3" / "transformer" / "model.safetensors"
+    assert (out / "transformer" / "model.safetensors").read_bytes() == last.read_bytes()
+    assert last.read_bytes() != (work / "transformer-2" / "transformer" / "model.safetensors").read_bytes()
+    assert index["recipe"] == "tiny" and index["recipe_hash"] == recipe_hash(config)
     sampler = json.loads((out / "sampler" / "config.json").read_text())
     assert sampler == {
         "anneal": True,
@@ -102,7 +112,7 @@ def test_train_all_tiny_end_to_end(tmp_path, capsys):
     # A finished run is all skips, and the model paints from the CLI.
     lines.clear()
     train_all(out, config, work=work, progress=False, log=lines.append)
-    assert sum("complete, skipped" in line for line in lines) == len(STAGES) + 1
+    assert sum("complete, skipped" in line for line in lines) == len(stages) + 1
     png = tmp_path / "painting.png"
     assert main(["paint", "a red circle at night", "--model", str(out), "-o", str(png)]) == 0
     assert png.stat().st_size > 0
@@ -175,9 +185,53 @@ def test_a_grid_that_does_not_divide_the_image_is_a_one_line_error(tmp_path, cap
 def test_the_reproducing_command_spells_a_task_ratio_as_the_cli_reads_it(tmp_path):
     from xlxmert.cli import build_parser
 
-    config = TrainAllConfig.from_preset("shapes-64", task_ratio=(4, 1, 1), caption_dropout=0.1)
+    config = TrainAllConfig.from_preset(
+        "shapes-64", task_ratio=(4, 1, 1), caption_dropout=0.2, standardize_features=False
+    )
     command = config.command("models/x")
-    assert "--task-ratio 4,1,1" in command and "--caption-dropout 0.1" in command
-    assert "--task-ratio" not in TrainAllConfig.from_preset("shapes-64").command("models/x")
+    assert "--task-ratio 4,1,1" in command and "--caption-dropout 0.2" in command
+    assert "--no-standardize-features" in command
+    assert TrainAllConfig.from_preset("shapes-64").command("models/x") == (
+        "xlxmert train-all --preset shapes-64 --out models/x"
+    )
     args = build_parser().parse_args(command.split()[1:])
-    assert args.task_ratio == (4, 1, 1) and args.caption_dropout == 0.1
+    assert args.task_ratio == (4, 1, 1) and args.caption_dropout == 0.2
+    assert args.standardize_features is False
+
+
+def test_the_shipped_model_is_the_shapes_64_recipe():
+    """models/shapes-64 names the recipe by its settings' hash, and every component's config is what
+    that recipe builds (a change to the recipe or to the shipped folder alone fails here)."""
+    from pathlib import Path
+
+    from xlxmert.sampling.visual import SamplerConfig
+
+    model = Path(__file__).resolve().parents[1] / "models" / "shapes-64"
+    recipe = TrainAllConfig.from_preset("shapes-64")
+    index = json.loads((model / "model_index.json").read_text())
+    assert (index["recipe"], index["recipe_hash"]) == ("shapes-64", recipe_hash(recipe))
+    assert recipe_hash(TrainAllConfig.from_preset("shapes-64", pretrain_steps=5999)) != index["recipe_hash"]
+
+    def config(component):
+        return json.loads((model / component / "config.json").read_text())
+
+    assert config("backbone")["output"] == recipe.backbone_output
+    vocab = config("vocabulary")
+    assert (vocab["grid_size"], vocab["num_clusters"]) == (recipe.grid_size, recipe.vocab_clusters)
+    transformer = config("transformer")
+    last = recipe.continuations[-1]
+    assert (transformer["grid_size"], transformer["num_clusters"]) == (
+        recipe.grid_size,
+        recipe.vocab_clusters,
+    )
+    assert transformer["standardize_features"] is recipe.standardize_features
+    assert transformer["standardize_ccc_output"] is last.standardize_ccc_output
+    assert transformer["position_frequencies"] == recipe.position_frequencies
+    assert (config("generator")["grid_size"], config("generator")["output_size"]) == (
+        recipe.grid_size,
+        recipe.image_size,
+    )
+    assert SamplerConfig.from_pretrained(model / "sampler") == recipe.sampler
+    assert (
+        "xlxmert train-all --preset shapes-64 --out models/shapes-64" in (model / "MODEL_CARD.md").read_text()
+    )

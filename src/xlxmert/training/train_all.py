@@ -1,22 +1,29 @@
-"""``xlxmert train-all``: the whole pipeline, in order, resumable stage by stage.
+"""``xlxmert train-all``: a recipe, run in order and resumable stage by stage.
 
     ShapeScenes data → tokenizer → backbone → grid features → visual vocabulary (+ ids)
-    → generator → X-LXMERT pretraining → evaluation suite → evaluation → model folder + card
+    → generator → X-LXMERT pretraining → continued pretraining runs → evaluation suite
+    → evaluation → model folder + card
 
-Intermediate outputs live in a work folder (default ``<out>.work``), one subfolder per stage:
+A recipe is a :class:`TrainAllConfig` preset: ``shapes-64`` is the shipped default model
+(``models/shapes-64``), continuation runs included; ``tiny`` is the same recipe at sizes that take
+seconds (tests, smoke runs). Intermediate outputs live in a work folder (default ``<out>.work``),
+one subfolder per stage:
 
     WORK/data/<split>/   WORK/tokenizer/   WORK/backbone/   WORK/features/<split>/   WORK/vocab/
-    WORK/generator/      WORK/transformer/ WORK/eval-suite/ WORK/eval/<split>/
+    WORK/generator/      WORK/transformer/ WORK/transformer-2/ ...   WORK/eval-suite/ WORK/eval/<split>/
 
-A stage with a record in ``WORK/.stages/<stage>.json`` (written when it finished) is skipped; a
+A stage with a record in ``WORK/.stages/<folder>.json`` (written when it finished) is skipped; a
 stage cut off part-way is rerun, and the stages that checkpoint (feature extraction, generator,
 pretraining) resume where they stopped. The final model folder ``out`` gets the five components,
-``MODEL_CARD.md`` and ``metrics.json``.
+``MODEL_CARD.md`` and ``metrics.json``; its ``model_index.json`` names the recipe and the hash of
+its settings (:func:`recipe_hash`), so "this folder = that recipe" is checkable.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
 import json
 import shutil
 import sys
@@ -35,9 +42,31 @@ EVAL_SPLITS = ("test", "compositional")
 
 
 @dataclass(frozen=True)
+class PretrainContinuation:
+    """A pretraining run that starts from the previous run's transformer (``pretrain --init``) with
+    some settings changed. A field left None keeps the recipe's pretraining setting."""
+
+    steps: int
+    lr: float | None = None
+    full_mask_prob: float | None = None
+    task_ratio: tuple[int, int, int] | None = None
+    standardize_ccc_output: bool | None = None
+
+
+# The shipped model's continuation runs: CCC scored against the standardized centroids, then
+# painting's share raised (4 visual-masking batches, half of them fully masked, to each word-masking
+# and matching batch), twice.
+_SHAPES_64_CONTINUATIONS = (
+    PretrainContinuation(1500, standardize_ccc_output=True),
+    PretrainContinuation(7000, full_mask_prob=0.5, task_ratio=(4, 1, 1), standardize_ccc_output=True),
+    PretrainContinuation(4000, full_mask_prob=0.5, task_ratio=(4, 1, 1), standardize_ccc_output=True),
+)
+
+
+@dataclass(frozen=True)
 class TrainAllConfig:
-    """Sizes of every stage. ``PRESETS``: ``shapes-64`` (the shipped default model) and ``tiny``
-    (seconds per stage; for tests and smoke runs)."""
+    """Every stage's settings: a recipe. The defaults are the ``shapes-64`` recipe, the shipped
+    default model; ``PRESETS["tiny"]`` is the same recipe at sizes that take seconds per stage."""
 
     preset: str = "shapes-64"
     image_size: int = 64
@@ -47,47 +76,40 @@ class TrainAllConfig:
     data_workers: int = 1
     tokenizer_vocab_size: int = 1000
     backbone_steps: int = 1500
-    # Grid features: the backbone's D-dim feature map ("features") or its per-cell predictions
-    # ("predictions": place probabilities + colour×shape coverages, ShapesBackboneConfig.output).
-    # Measured in MODEL_CARD.md: predictions leave each place's background at 0-0.63 nats (the
-    # feature map: 4.7-5.7 nats over 250-489 words) and their generator reconstructs as well
-    # (16×16, 2400 steps: PSNR 26.0 dB, object F1 0.895). With the raw-centroid CCC output no
-    # CPU-length pretraining on them predicted object words; the shipped model uses them on an 8×8
-    # grid with XLxmertConfig.standardize_ccc_output (the defaults here stay the first pipeline's).
-    backbone_output: str = "features"
+    # Grid features: the backbone's per-cell predictions ("predictions": place probabilities +
+    # colour×shape coverages, 40-d) or its D-dim feature map ("features"; ShapesBackboneConfig.output).
+    backbone_output: str = "predictions"
     # Cells per side of the visual grid; None: the vocabulary preset's (16 for shapes-64). The
-    # paper's COCO grid is 8×8; on ShapeScenes 8 gives 64 visual tokens instead of 256.
-    grid_size: int | None = None
-    vocab_clusters: int | None = None  # None: the vocabulary preset's
+    # paper's COCO grid is 8×8.
+    grid_size: int | None = 8
+    vocab_clusters: int | None = 256  # None: the vocabulary preset's
     vocab_sample_size: int | None = None  # None: the vocabulary preset's
-    # Sized for about an hour of a 2-core CPU (generator and pretraining can run side by side);
-    # bf16 autocast measured about 2x faster than fp32 for both on an AVX512-BF16 CPU.
-    generator_steps: int = 800
+    generator_steps: int = 2800
     generator_batch_size: int | None = 16  # None: the generator trainer's default
     generator_bf16: bool = True
-    pretrain_steps: int = 1500
-    pretrain_batch_size: int | None = 32  # None: the pretraining preset's
-    pretrain_lr: float | None = None  # None: the pretraining preset's
-    standardize_features: bool = False  # XLxmertConfig.standardize_features
+    pretrain_steps: int = 6000
+    pretrain_batch_size: int | None = 128  # None: the pretraining preset's
+    pretrain_lr: float | None = 5e-4  # None: the pretraining preset's
+    standardize_features: bool = True  # XLxmertConfig.standardize_features
     standardize_ccc_output: bool = False  # XLxmertConfig.standardize_ccc_output
-    caption_dropout: float = 0.0  # PretrainConfig.caption_dropout (for classifier-free guidance)
-    # PretrainConfig.full_mask_prob. Measured on the K = 2048 model: the caption was worth 0.95
-    # nats per cell with every cell masked but 0.03 with 10 % visible.
-    full_mask_prob: float = 0.0
+    caption_dropout: float = 0.1  # PretrainConfig.caption_dropout (for classifier-free guidance)
+    full_mask_prob: float = 0.3  # PretrainConfig.full_mask_prob
     ccc_class_balance: float = 0.0  # PretrainConfig.ccc_class_balance
     task_ratio: tuple[int, int, int] = (1, 1, 1)  # PretrainConfig.task_ratio
     position_frequencies: int = 0  # XLxmertConfig.position_frequencies
     mixed_precision: str = "bf16"  # pretraining autocast: "no", "bf16" or "fp16"
+    # Pretraining runs after the first, each from the previous one's weights.
+    continuations: tuple[PretrainContinuation, ...] = _SHAPES_64_CONTINUATIONS
     evaluator_steps: int = 1000
     matcher_steps: int = 600
     eval_n: int = 300
     # How the model paints: evaluated with these settings and saved as the model's sampler/ (the
     # CLI's and PaintPipeline's default for it).
-    eval_sampler: str = "mask-predict"
-    eval_steps: int | None = 4
-    eval_temperature: float = 0.0
+    eval_sampler: str = "random"
+    eval_steps: int | None = 16
+    eval_temperature: float = 1.0
     eval_anneal: bool = False
-    eval_guidance_scale: float = 1.0
+    eval_guidance_scale: float = 3.0
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "shapes-64": {},
@@ -96,11 +118,18 @@ class TrainAllConfig:
             "num_eval": 16,
             "tokenizer_vocab_size": 200,
             "backbone_steps": 20,
+            "vocab_clusters": 64,
             "vocab_sample_size": 20000,
             "generator_steps": 4,
             "generator_batch_size": 4,
             "pretrain_steps": 6,
             "pretrain_batch_size": 8,
+            "continuations": (
+                PretrainContinuation(2, standardize_ccc_output=True),
+                PretrainContinuation(
+                    2, full_mask_prob=0.5, task_ratio=(4, 1, 1), standardize_ccc_output=True
+                ),
+            ),
             "evaluator_steps": 40,
             "matcher_steps": 40,
             "eval_n": 8,
@@ -127,9 +156,12 @@ class TrainAllConfig:
         for name, flag in CLI_FLAGS.items():
             value = getattr(self, name)
             if value != getattr(preset, name):
+                if isinstance(value, bool):
+                    parts.append(flag if value else f"--no-{flag[2:]}")
+                    continue
                 if isinstance(value, (tuple, list)):
                     value = ",".join(map(str, value))
-                parts.append(flag if isinstance(value, bool) else f"{flag} {value}")
+                parts.append(f"{flag} {value}")
         return " ".join(parts)
 
     @property
@@ -266,38 +298,53 @@ def _generator(work: Path, cfg: TrainAllConfig, progress: bool) -> dict[str, Any
     return {"images_per_second": result.images_per_second, "reconstruction": result.quality or {}}
 
 
-def _transformer(work: Path, cfg: TrainAllConfig, progress: bool) -> dict[str, Any]:
+def _pretraining_folder(run: int) -> str:
+    """Work subfolder of pretraining run ``run`` (1 = the first, 2.. = continuations)."""
+    return "transformer" if run == 1 else f"transformer-{run}"
+
+
+def _pretraining(run: int, work: Path, cfg: TrainAllConfig, progress: bool) -> dict[str, Any]:
+    """Pretraining run ``run``: the recipe's settings, or continuation ``run - 1`` of them started
+    from run ``run - 1``'s transformer."""
     from xlxmert.models.transformer import XLxmertConfig
     from xlxmert.training.pretrain import PretrainConfig, pretrain
 
+    continuation = cfg.continuations[run - 2] if run > 1 else PretrainContinuation(cfg.pretrain_steps)
+
+    def setting(name: str, recipe_value: Any) -> Any:
+        value = getattr(continuation, name)
+        return recipe_value if value is None else value
+
     overrides: dict[str, Any] = {
-        "steps": cfg.pretrain_steps,
+        "steps": continuation.steps,
         "seed": cfg.seed,
         "mixed_precision": cfg.mixed_precision,
         "caption_dropout": cfg.caption_dropout,
-        "full_mask_prob": cfg.full_mask_prob,
+        "full_mask_prob": setting("full_mask_prob", cfg.full_mask_prob),
         "ccc_class_balance": cfg.ccc_class_balance,
-        "task_ratio": tuple(cfg.task_ratio),
+        "task_ratio": tuple(setting("task_ratio", cfg.task_ratio)),
     }
     if cfg.pretrain_batch_size is not None:
         overrides["batch_size"] = cfg.pretrain_batch_size
-    if cfg.pretrain_lr is not None:
-        overrides["lr"] = cfg.pretrain_lr
+    lr = setting("lr", cfg.pretrain_lr)
+    if lr is not None:
+        overrides["lr"] = lr
     model = pretrain(
         work / "data",
         work / "vocab",
         work / "tokenizer",
-        work / "transformer",
+        work / _pretraining_folder(run),
         XLxmertConfig.from_preset(
             cfg.stage_preset,
             standardize_features=cfg.standardize_features,
-            standardize_ccc_output=cfg.standardize_ccc_output,
+            standardize_ccc_output=setting("standardize_ccc_output", cfg.standardize_ccc_output),
             position_frequencies=cfg.position_frequencies,
         ),
         PretrainConfig.from_preset(cfg.stage_preset, **overrides),
         progress=progress,
+        init_from=work / _pretraining_folder(run - 1) if run > 1 else None,
     )
-    return {"parameters": model.num_parameters()}
+    return {"parameters": model.num_parameters(), "steps": continuation.steps}
 
 
 def _assemble(work: Path, out: Path, cfg: TrainAllConfig) -> None:
@@ -307,7 +354,7 @@ def _assemble(work: Path, out: Path, cfg: TrainAllConfig) -> None:
         # The backbone as the features were extracted with it (its output setting included).
         "backbone": work / "transformer" / "backbone",
         "vocabulary": work / "transformer" / "vocabulary",
-        "transformer": work / "transformer" / "transformer",
+        "transformer": work / _pretraining_folder(1 + len(cfg.continuations)) / "transformer",
         "generator": work / "generator" / "generator",
     }
     for name in COMPONENTS:
@@ -346,16 +393,33 @@ def _evaluation(work: Path, out: Path, cfg: TrainAllConfig, progress: bool) -> d
     return results
 
 
-STAGES: tuple[Stage, ...] = (
-    Stage("data", "data", _data),
-    Stage("tokenizer", "tokenizer", _tokenizer),
-    Stage("backbone", "backbone", _backbone),
-    Stage("features", "features", _features),
-    Stage("vocabulary", "vocab", _vocab),
-    Stage("generator", "generator", _generator),
-    Stage("pretraining", "transformer", _transformer),
-    Stage("evaluation suite", "eval-suite", _eval_suite),
-)
+def recipe_stages(config: TrainAllConfig) -> tuple[Stage, ...]:
+    """The recipe's stages in order: one pretraining stage per run, continuations included."""
+    runs = range(2, 2 + len(config.continuations))
+    return (
+        Stage("data", "data", _data),
+        Stage("tokenizer", "tokenizer", _tokenizer),
+        Stage("backbone", "backbone", _backbone),
+        Stage("features", "features", _features),
+        Stage("vocabulary", "vocab", _vocab),
+        Stage("generator", "generator", _generator),
+        Stage("pretraining", "transformer", functools.partial(_pretraining, 1)),
+        *(
+            Stage(f"pretraining-{run}", _pretraining_folder(run), functools.partial(_pretraining, run))
+            for run in runs
+        ),
+        Stage("evaluation suite", "eval-suite", _eval_suite),
+    )
+
+
+# Settings that do not change what the recipe builds.
+_NOT_HASHED = ("preset", "data_workers")
+
+
+def recipe_hash(config: TrainAllConfig) -> str:
+    """12 hex digits naming the recipe's settings (all but its name and how many processes render)."""
+    settings = {k: v for k, v in config_to_dict(config).items() if k not in _NOT_HASHED}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _load_marker(work: Path, folder: str) -> dict[str, Any] | None:
@@ -381,9 +445,10 @@ def train_all(
 
     Returns the summary written to ``out/metrics.json``: per stage its wall-clock seconds (as
     measured when it ran) and its own report, plus the evaluation results per split. With
-    ``stop_after`` (a stage name in :data:`STAGES`), returns None once that stage is complete.
+    ``stop_after`` (a stage name of :func:`recipe_stages`), returns None once that stage is complete.
     """
-    names = [stage.name for stage in STAGES]
+    all_stages = recipe_stages(config)
+    names = [stage.name for stage in all_stages]
     if stop_after is not None and stop_after not in names:
         raise XLXMERTError(f"unknown stage {stop_after!r}; choose one of {', '.join(names)}")
     out = Path(out)
@@ -399,13 +464,14 @@ def train_all(
     config_path.write_text(json.dumps(config_to_dict(config), indent=2, sort_keys=True) + "\n")
 
     stages: dict[str, Any] = {}
-    for number, stage in enumerate(STAGES, start=1):
+    total = len(all_stages) + 2
+    for number, stage in enumerate(all_stages, start=1):
         folder = work / stage.folder
         record = _load_marker(work, stage.folder)
         if record is not None:
-            log(f"[{number}/{len(STAGES) + 2}] {stage.name}: complete, skipped ({folder})")
+            log(f"[{number}/{total}] {stage.name}: complete, skipped ({folder})")
         else:
-            log(f"[{number}/{len(STAGES) + 2}] {stage.name} → {folder}")
+            log(f"[{number}/{total}] {stage.name} → {folder}")
             start = time.perf_counter()
             report = stage.run(work, config, progress)
             record = {"seconds": round(time.perf_counter() - start, 1), "report": _jsonable(report)}
@@ -415,20 +481,20 @@ def train_all(
             log(f"stopped after {stop_after}; rerun without --stop-after to continue")
             return None
 
-    log(f"[{len(STAGES) + 1}/{len(STAGES) + 2}] assembling the model folder → {out}")
+    log(f"[{total - 1}/{total}] assembling the model folder → {out}")
     _assemble(work, out, config)
-    update_model_index(out, preset=config.stage_preset)
+    update_model_index(out, recipe=config.preset, recipe_hash=recipe_hash(config))
 
     eval_folder = work / "eval"
     record = _load_marker(work, "eval")
     if record is None:
-        log(f"[{len(STAGES) + 2}/{len(STAGES) + 2}] evaluation on {', '.join(EVAL_SPLITS)} → {eval_folder}")
+        log(f"[{total}/{total}] evaluation on {', '.join(EVAL_SPLITS)} → {eval_folder}")
         start = time.perf_counter()
         report = _evaluation(work, out, config, progress)
         record = {"seconds": round(time.perf_counter() - start, 1), "report": _jsonable(report)}
         _write_marker(work, "eval", record)
     else:
-        log(f"[{len(STAGES) + 2}/{len(STAGES) + 2}] evaluation: complete, skipped ({eval_folder})")
+        log(f"[{total}/{total}] evaluation: complete, skipped ({eval_folder})")
     stages["evaluation"] = record
 
     summary = {

@@ -32,7 +32,7 @@ def same_settings(saved: dict[str, Any], current: dict[str, Any], config_cls: ty
     :func:`config_to_dict` writes it, perhaps with fields left out). A field the saved dict lacks
     (written before the field existed) matches when ``current`` holds that field's default."""
     defaults = {
-        f.name: json.loads(json.dumps(f.default))
+        f.name: json.loads(json.dumps(f.default, default=dataclasses.asdict))
         for f in dataclasses.fields(config_cls)
         if f.default is not dataclasses.MISSING
     }
