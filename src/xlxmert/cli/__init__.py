@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "xlxmert.cli.paint",
     "xlxmert.cli.evaluate",
     "xlxmert.cli.train_all",
+    "xlxmert.cli.serve",
 )
 
 

@@ -14,7 +14,7 @@ encoded once (``encode_text``) and that encoding is reused at every sampling ste
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,6 +192,29 @@ class PaintPipeline:
         ]
         return tensor_to_pil(torch.cat(images))
 
+    def resolve_sampler(
+        self,
+        sampler: str | VisualSampler | None = None,
+        steps: int | None = None,
+        temperature: float | None = None,
+        anneal: bool | None = None,
+        top_k: int | None = None,
+        guidance_scale: float | None = None,
+    ) -> tuple[VisualSampler, float]:
+        """The sampler and guidance scale a call with these options runs with (see :meth:`__call__`);
+        ``resolve_sampler(...)[0].num_steps(num_cells)`` is how many steps it takes."""
+        if sampler is None or isinstance(sampler, str):
+            settings = self.sampler.merged(
+                sampler,
+                steps=steps,
+                temperature=temperature,
+                anneal=anneal,
+                top_k=top_k,
+                guidance_scale=guidance_scale,
+            )
+            return settings.build(), settings.guidance_scale
+        return sampler, 1.0 if guidance_scale is None else guidance_scale
+
     def __call__(
         self,
         captions: Sequence[str] | str,
@@ -222,18 +245,9 @@ class PaintPipeline:
         """
         if isinstance(captions, str):
             captions = [captions]
-        if sampler is None or isinstance(sampler, str):
-            settings = self.sampler.merged(
-                sampler,
-                steps=steps,
-                temperature=temperature,
-                anneal=anneal,
-                top_k=top_k,
-                guidance_scale=guidance_scale,
-            )
-            sampler, guidance_scale = settings.build(), settings.guidance_scale
-        elif guidance_scale is None:
-            guidance_scale = 1.0
+        sampler, guidance_scale = self.resolve_sampler(
+            sampler, steps, temperature, anneal, top_k, guidance_scale
+        )
         out = self.sample(
             captions, sampler, seed, return_intermediates, use_text_cache, allow_empty, guidance_scale
         )
@@ -249,3 +263,28 @@ class PaintPipeline:
             features=out.features if self.paints_features else self.vocabulary.lookup(out.ids).float(),
             intermediates=strips,
         )
+
+    @torch.no_grad()
+    def paint_steps(
+        self,
+        caption: str,
+        sampler: str | VisualSampler | None = None,
+        steps: int | None = None,
+        seed: int = 0,
+        temperature: float | None = None,
+        anneal: bool | None = None,
+        top_k: int | None = None,
+        noise: bool | None = None,
+        guidance_scale: float | None = None,
+    ) -> Iterator[Image.Image]:
+        """The picture forming for one caption (paper Fig. 4), one image per sampling step, as
+        ``__call__(..., return_intermediates=True).intermediates[0]`` but decoded one step at a time:
+        the sampler runs before the first image, then each step is painted only when it is asked
+        for, so a consumer can show each one before the next is painted (or stop early). The last
+        image is the painting ``__call__`` returns. Options as in :meth:`__call__`."""
+        sampler, guidance_scale = self.resolve_sampler(
+            sampler, steps, temperature, anneal, top_k, guidance_scale
+        )
+        out = self.sample([caption], sampler, seed, True, guidance_scale=guidance_scale)
+        for step_values in out.intermediates:
+            yield self.decode(step_values, seed, noise)[0]
