@@ -3,15 +3,18 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CAPTION ?= a red circle to the left of a blue square at night
 OUT ?= painting.png
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: paint test lint setup
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# CPU build of torch first (a plain `torch` would pull a multi-GB CUDA build on Linux)
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,serve]'
+	# torch first, from TORCH_INDEX: the CPU build by default (PyPI's Linux torch is a multi-GB
+	# CUDA build); `make setup TORCH_INDEX=https://download.pytorch.org/whl/cu128` for CUDA 12.8.
+	$(PY) -m pip install -q -c constraints.txt torch --extra-index-url $(TORCH_INDEX)
+	# Then the package and the versions it was tested with (constraints.txt).
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,serve]'
 	touch $@
 
 setup: $(VENV)/.installed
