@@ -26,8 +26,9 @@ MAX_STRIP_FRAMES = 16
 
 def _model_dir(args: argparse.Namespace) -> Path:
     from xlxmert.pipelines import default_model_dir
+    from xlxmert.utils.hub import resolve_model_folder
 
-    return Path(args.model) if args.model else default_model_dir()
+    return resolve_model_folder(args.model) if args.model else default_model_dir()
 
 
 def _with_warnings(fn: Callable[[], Any]) -> Any:
@@ -126,7 +127,7 @@ def _caption(args: argparse.Namespace) -> int:
 def _answer(args: argparse.Namespace) -> int:
     from xlxmert.pipelines.answer import AnswerPipeline
 
-    pipe = AnswerPipeline.from_pretrained(_model_dir(args))
+    pipe = AnswerPipeline.from_pretrained(_model_dir(args), head=args.head)
     out = _with_warnings(lambda: pipe([args.image], [args.question], top_k=args.top_k))
     for answer, prob in out.top[0]:
         print(f"{answer}\t{prob:.3f}")
@@ -134,7 +135,9 @@ def _answer(args: argparse.Namespace) -> int:
 
 
 def _add_model(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="model folder (default: $XLXMERT_MODEL, else models/shapes-64)")
+    p.add_argument(
+        "--model", help="model folder or Hub repository id (default: $XLXMERT_MODEL, else models/shapes-64)"
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -188,9 +191,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_model(c)
     c.set_defaults(func=_caption)
 
-    a = subparsers.add_parser("answer", help="answer a question about an image (QA head)")
+    a = subparsers.add_parser(
+        "answer", help="answer a question about an image (fine-tuned VQA/GQA head, else the QA head)"
+    )
     a.add_argument("image", help="image file")
     a.add_argument("question", help="the question, in quotes")
     a.add_argument("--top-k", type=int, default=1, help="print the k most probable answers")
+    a.add_argument(
+        "--head",
+        choices=("vqa", "gqa"),
+        help="fine-tuned head to answer with (default: the folder's vqa head, else gqa, else the QA head)",
+    )
     _add_model(a)
     a.set_defaults(func=_answer)

@@ -12,25 +12,34 @@ Each loads one model folder (``model_index.json`` + ``tokenizer/``, ``backbone/`
 from __future__ import annotations
 
 import os
+import sysconfig
 from pathlib import Path
 
 from xlxmert.errors import XLXMERTError
 
 MODEL_ENV = "XLXMERT_MODEL"
+DEFAULT_MODEL = "shapes-64"
 
 
 def default_model_dir() -> Path:
-    """The model folder used when none is given: ``$XLXMERT_MODEL`` if set, else the repository's
-    ``models/shapes-64`` (found from this file's place in the src layout), else an error."""
+    """The model folder used when none is given: ``$XLXMERT_MODEL`` if set (a folder or a Hub id),
+    else the shipped ``models/shapes-64``: the source tree's (a checkout or an editable install) or
+    the one a regular install put under ``<prefix>/share/xlxmert/models/``; else an error."""
     env = os.environ.get(MODEL_ENV)
     if env:
-        return Path(env)
-    repo_model = Path(__file__).resolve().parents[3] / "models" / "shapes-64"
-    if repo_model.is_dir():
-        return repo_model
+        from xlxmert.utils.hub import resolve_model_folder
+
+        return resolve_model_folder(env)
+    candidates = (
+        Path(__file__).resolve().parents[3] / "models" / DEFAULT_MODEL,
+        Path(sysconfig.get_path("data")) / "share" / "xlxmert" / "models" / DEFAULT_MODEL,
+    )
+    for folder in candidates:
+        if (folder / "model_index.json").is_file():
+            return folder
     raise XLXMERTError(
-        f"no model folder given and none found ({MODEL_ENV} is unset, {repo_model} does not exist); "
-        "pass --model DIR (a folder written by pretraining)"
+        f"no model folder given and none found ({MODEL_ENV} is unset; looked in "
+        f"{', '.join(map(str, candidates))}); pass --model DIR (a folder written by pretraining)"
     )
 
 
@@ -48,6 +57,10 @@ def __getattr__(name: str):
         from xlxmert.pipelines import answer
 
         return getattr(answer, name)
+    if name in ("NLVR2Pipeline", "VerifyOutput"):
+        from xlxmert.pipelines import verify
+
+        return getattr(verify, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -56,7 +69,9 @@ __all__ = [
     "AnswerPipeline",
     "CaptionOutput",
     "CaptionPipeline",
+    "NLVR2Pipeline",
     "PaintOutput",
     "PaintPipeline",
+    "VerifyOutput",
     "default_model_dir",
 ]

@@ -13,6 +13,7 @@ from xlxmert.data.images import load_image, pil_to_tensor
 from xlxmert.data.tokenizer import TextTokenizer, TokenizedText
 from xlxmert.errors import XLXMERTError
 from xlxmert.models.transformer import XLxmertForPreTraining
+from xlxmert.utils.hub import resolve_model_folder
 from xlxmert.utils.model_folder import component_dir, read_model_index, update_model_index
 from xlxmert.visual.grid import GridFeatureExtractor
 from xlxmert.visual.vocabulary import VisualVocabulary
@@ -142,7 +143,9 @@ class ImageTextPipeline:
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path):
-        """Load ``tokenizer/``, ``transformer/``, ``backbone/`` and ``vocabulary/`` of a model folder."""
+        """Load ``tokenizer/``, ``transformer/``, ``backbone/`` and ``vocabulary/`` of a model folder
+        (or of a Hub repository id's snapshot)."""
+        model_dir = resolve_model_folder(model_dir)
         tokenizer, transformer = load_tokenizer_and_transformer(model_dir)
         return cls(
             tokenizer, transformer, ImageEncoder.from_pretrained(model_dir, transformer.config.grid_size)

@@ -28,6 +28,7 @@ from xlxmert.models.generator import SpadeGenerator
 from xlxmert.models.transformer import XLxmertForPreTraining
 from xlxmert.pipelines.common import load_tokenizer_and_transformer, load_vocabulary, tokenize_texts
 from xlxmert.sampling.visual import SamplerConfig, VisualSampler
+from xlxmert.utils.hub import resolve_model_folder
 from xlxmert.utils.model_folder import component_dir, update_model_index
 from xlxmert.utils.seeding import torch_generator
 from xlxmert.visual.vocabulary import VisualVocabulary
@@ -84,7 +85,8 @@ class PaintPipeline:
     @classmethod
     def from_pretrained(cls, model_dir: str | Path) -> PaintPipeline:
         """Load a model folder (``tokenizer/``, ``transformer/``, ``vocabulary/``, ``generator/``,
-        and ``sampler/`` when it has one)."""
+        and ``sampler/`` when it has one), or a Hub repository id's snapshot of one."""
+        model_dir = resolve_model_folder(model_dir)
         tokenizer, transformer = load_tokenizer_and_transformer(model_dir)
         generator = SpadeGenerator.from_pretrained(component_dir(model_dir, "generator"))
         folder = Path(model_dir) / "sampler"
