@@ -23,6 +23,8 @@ COMMAND_MODULES = (
     "xlxmert.cli.pretrain",
     "xlxmert.cli.generator",
     "xlxmert.cli.paint",
+    "xlxmert.cli.finetune",
+    "xlxmert.cli.verify",
     "xlxmert.cli.evaluate",
     "xlxmert.cli.train_all",
     "xlxmert.cli.serve",

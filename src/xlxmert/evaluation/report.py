@@ -55,7 +55,13 @@ from xlxmert.evaluation.rprecision import (
 )
 from xlxmert.evaluation.semantic import fact_scores, semantic_accuracy
 from xlxmert.evaluation.split import EvalExample, load_examples
-from xlxmert.evaluation.tasks import caption_correctness, gqa_accuracy, nlvr2_accuracy, vqa_score
+from xlxmert.evaluation.tasks import (
+    caption_correctness,
+    gqa_accuracy,
+    nlvr2_accuracy,
+    understanding_baselines,
+    vqa_score,
+)
 from xlxmert.sampling.visual import SAMPLERS
 from xlxmert.utils.seeding import numpy_rng
 
@@ -361,10 +367,13 @@ def _reconstruct(
     return images
 
 
-def _qa_answer_fn(model_dir: Path):
+def _qa_answer_fn(model_dir: Path, task: str):
+    """The task's fine-tuned head when the folder has one, else its default answerer."""
+    from xlxmert.models.heads import available_heads
     from xlxmert.pipelines import AnswerPipeline
 
-    pipe = AnswerPipeline.from_pretrained(model_dir)
+    head = task if task in available_heads(model_dir) else None
+    pipe = AnswerPipeline.from_pretrained(model_dir, head=head)
     return lambda images, questions: pipe(images, questions).answers
 
 
@@ -378,18 +387,17 @@ def _task_scores(
 ) -> dict[str, Any]:
     """Task accuracies of one model (on the split's own questions/statements, first n of each)."""
     scores: dict[str, Any] = {}
-    if "vqa" in metrics or "gqa" in metrics:
+    for task, metric, key in (("vqa", vqa_score, "score"), ("gqa", gqa_accuracy, "accuracy")):
+        if task not in metrics:
+            continue
         try:
-            answer = _qa_answer_fn(model_dir)
+            answer = _qa_answer_fn(model_dir, task)
         except XLXMERTError as exc:
             scores["qa_note"] = str(exc)
-            answer = None
-        if answer is not None and "vqa" in metrics:
-            scores["vqa"] = vqa_score(data_root, config.split, answer, config.n, progress=progress)["score"]
-        if answer is not None and "gqa" in metrics:
-            scores["gqa"] = gqa_accuracy(data_root, config.split, answer, config.n, progress=progress)[
-                "accuracy"
-            ]
+            continue
+        scores[task] = metric(data_root, config.split, answer, config.n, progress=progress)[key]
+    if any(t in metrics for t in ("vqa", "gqa", "nlvr2")):
+        scores.update(understanding_baselines(data_root, config.split, config.n))
     if "nlvr2" in metrics:
         judge = _nlvr2_judge_fn(model_dir)
         if judge is None:
@@ -745,6 +753,12 @@ def markdown_report(results: dict[str, Any]) -> str:
     for row in results["rows"]:
         s = row["scores"]
         lines.append(f"| {row['name']} | " + " | ".join(_fmt(s.get(k), pct) for _, k, pct in columns) + " |")
+    base = next((r["scores"] for r in results["rows"] if "vqa_majority_answer" in r["scores"]), None)
+    if base is not None:  # image-blind baselines of the understanding columns (evaluation.tasks)
+        lines += ["", "| Baseline | VQA↑ | GQA↑ | NLVR2↑ |", "|---|---:|---:|---:|"]
+        for name, label in (("majority_answer", "majority answer"), ("question_only", "question only")):
+            cells = [_fmt(base.get(f"{t}_{name}"), True) for t in ("vqa", "gqa", "nlvr2")]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "## Per category (R-precision-hard, Table 6; semantic accuracy, Table 7)",

@@ -326,3 +326,25 @@ def caption_correctness(captions: Sequence[str], scenes: Sequence[Scene]) -> dic
         "all_true": all_true / max(len(captions), 1),
         "n": len(captions),
     }
+
+
+def understanding_baselines(
+    data_root: str | Path, split: str, n: int | None = None, train_split: str = "train"
+) -> dict[str, float]:
+    """The "majority answer" and "question only" baselines (:func:`question_only_answers`, fitted
+    on ``train_split``) on the first ``n`` VQA / GQA / NLVR2 examples of ``split``:
+    ``{"<task>_majority_answer": ..., "<task>_question_only": ...}`` for each task whose files
+    both splits have."""
+    from xlxmert.training.finetune import baselines
+    from xlxmert.training.finetune_data import load_task_split
+
+    out: dict[str, float] = {}
+    for task in ("vqa", "gqa", "nlvr2"):
+        try:
+            train = load_task_split(data_root, task, train_split)
+            data = load_task_split(data_root, task, split).head(n)
+        except XLXMERTError:
+            continue
+        for name, value in baselines(task, train, data).items():
+            out[f"{task}_{name}"] = value
+    return out

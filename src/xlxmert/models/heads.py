@@ -238,3 +238,43 @@ def load_task_head(model_dir: str | Path, task: str, transformer: nn.Module) -> 
         )
     load_weights(transformer, folder, name=TRANSFORMER_FILE)
     return head
+
+
+class TaskModel(nn.Module):
+    """The transformer and a task head as one module (what fine-tuning trains and pipelines run).
+
+    ``forward(input_ids, attention_mask: LongTensor[B, L], visual: Tensor) -> logits [B, labels]``
+    where ``visual`` is ``LongTensor[B, M]`` visual-word ids (X-LXMERT) or ``FloatTensor[B, M, D]``
+    grid features (LXMERT+Grid), and for NLVR2 ``[B, 2, M]`` / ``[B, 2, M, D]``: the left and the
+    right image, each encoded with the sentence (LXMERT's NLVR2 recipe), pooled outputs joined.
+    """
+
+    def __init__(self, transformer: nn.Module, head: TaskHead) -> None:
+        super().__init__()
+        self.transformer = transformer
+        self.head = head
+
+    def pooled(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, visual: torch.Tensor
+    ) -> torch.Tensor:
+        """``FloatTensor[B, H]``: the transformer's pooled output for one image per text."""
+        key = "visual_feats" if visual.is_floating_point() else "visual_ids"
+        return self.transformer(input_ids, attention_mask, **{key: visual}).pooled
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, visual: torch.Tensor
+    ) -> torch.Tensor:
+        if self.head.config.task != "nlvr2":
+            return self.head(self.pooled(input_ids, attention_mask, visual))
+        B = input_ids.shape[0]
+        if visual.shape[1] != 2:
+            raise XLXMERTError(
+                f"NLVR2 wants two images per sentence, got visual of shape {tuple(visual.shape)}"
+            )
+        both = self.pooled(
+            input_ids.repeat_interleave(2, dim=0),
+            attention_mask.repeat_interleave(2, dim=0),
+            visual.reshape(2 * B, *visual.shape[2:]),
+        )  # rows: sentence b with left, sentence b with right
+        both = both.reshape(B, 2, -1)
+        return self.head(NLVR2Head.pair(both[:, 0], both[:, 1]))

@@ -1,28 +1,39 @@
-"""AnswerPipeline: image + question → the QA head's answer and its probability."""
+"""AnswerPipeline: image + question → an answer and its probability.
+
+With a fine-tuned VQA or GQA head in the model folder (``heads/vqa/``, ``heads/gqa/``: ``xlxmert
+finetune``) the pipeline answers with it (and the transformer weights fine-tuned with it); without
+one, with the pretraining QA head.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from xlxmert.data.tokenizer import TextTokenizer
 from xlxmert.errors import XLXMERTError
+from xlxmert.models.heads import TaskHead, TaskModel, available_heads, load_task_head
 from xlxmert.models.transformer import XLxmertForPreTraining
 from xlxmert.pipelines.common import (
     ImageEncoder,
     ImageInput,
     ImageTextPipeline,
+    load_tokenizer_and_transformer,
     tokenize_texts,
     visual_inputs,
 )
 
+ANSWER_HEADS = ("vqa", "gqa")
+
 
 @dataclass
 class AnswerOutput:
-    """``answers``: the most probable answer per question; ``probabilities``: its softmax
-    probability over the answer list; ``top``: the ``top_k`` (answer, probability) pairs."""
+    """``answers``: the most probable answer per question; ``probabilities``: its probability
+    (softmax over the answers; for a VQA head, trained with per-answer BCE, the sigmoid of its
+    logit: the predicted soft score); ``top``: the ``top_k`` (answer, probability) pairs."""
 
     answers: list[str]
     probabilities: list[float]
@@ -30,11 +41,22 @@ class AnswerOutput:
 
 
 class AnswerPipeline(ImageTextPipeline):
-    """Visual question answering with the QA head (answers from ``transformer/answers.json``)."""
+    """Visual question answering with a fine-tuned VQA/GQA head (``head``), else the pretraining
+    QA head (answers from ``transformer/answers.json``)."""
 
     def __init__(
-        self, tokenizer: TextTokenizer, transformer: XLxmertForPreTraining, image_encoder: ImageEncoder
+        self,
+        tokenizer: TextTokenizer,
+        transformer: XLxmertForPreTraining,
+        image_encoder: ImageEncoder,
+        head: TaskHead | None = None,
     ) -> None:
+        self.head = head
+        if head is not None:
+            if head.config.task not in ANSWER_HEADS:
+                raise XLXMERTError(f"AnswerPipeline needs a vqa or gqa head, got a {head.config.task} head")
+            super().__init__(tokenizer, transformer, image_encoder)
+            return
         if not getattr(transformer, "answers", None):
             raise XLXMERTError(
                 "this model has no answer list (transformer/answers.json); pretrain it with question data"
@@ -45,6 +67,25 @@ class AnswerPipeline(ImageTextPipeline):
                 f"{transformer.config.num_answers}; the model folder is inconsistent"
             )
         super().__init__(tokenizer, transformer, image_encoder)
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | Path, head: str | None = None) -> AnswerPipeline:
+        """Load a model folder. ``head``: ``"vqa"`` or ``"gqa"`` to answer with that fine-tuned head
+        (an error if the folder has none); None: the folder's VQA head, else its GQA head, else the
+        pretraining QA head."""
+        if head is not None and head not in ANSWER_HEADS:
+            raise XLXMERTError(f"unknown answer head {head!r}; choose one of {ANSWER_HEADS}")
+        tokenizer, transformer = load_tokenizer_and_transformer(model_dir)
+        if head is None:
+            head = next((t for t in ANSWER_HEADS if t in available_heads(model_dir)), None)
+        task_head = None if head is None else load_task_head(model_dir, head, transformer)
+        encoder = ImageEncoder.from_pretrained(model_dir, transformer.config.grid_size)
+        return cls(tokenizer, transformer.eval(), encoder, task_head)
+
+    @property
+    def answers(self) -> list[str]:
+        """The answer list of the head in use."""
+        return list(self.head.answers if self.head is not None else self.transformer.answers)
 
     @torch.no_grad()
     def __call__(
@@ -65,11 +106,16 @@ class AnswerPipeline(ImageTextPipeline):
             raise XLXMERTError(
                 f"got {feats.shape[0]} images for {len(questions)} questions; give one, or one each"
             )
-        out = self.transformer(
-            tokens.input_ids, tokens.attention_mask, **visual_inputs(self.transformer, feats, ids)
-        )
-        probs = out.qa_logits.float().softmax(dim=-1)
+        visual = visual_inputs(self.transformer, feats, ids)
+        if self.head is None:
+            logits = self.transformer(tokens.input_ids, tokens.attention_mask, **visual).qa_logits.float()
+            probs = logits.softmax(dim=-1)
+        else:
+            logits = TaskModel(self.transformer, self.head)(
+                tokens.input_ids, tokens.attention_mask, next(iter(visual.values()))
+            ).float()
+            probs = logits.sigmoid() if self.head.config.task == "vqa" else logits.softmax(dim=-1)
         values, indices = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
-        answers = self.transformer.answers
+        answers = self.answers
         top = [[(answers[int(i)], float(v)) for v, i in zip(vs, idx)] for vs, idx in zip(values, indices)]
         return AnswerOutput(answers=[t[0][0] for t in top], probabilities=[t[0][1] for t in top], top=top)

@@ -8,6 +8,7 @@
       transformer/          config.json + model.safetensors
       generator/            config.json + model.safetensors
       sampler/              config.json (optional: how the model paints by default)
+      heads/<task>/         fine-tuned task heads (optional; models.heads), listed under "heads"
 
 Every training stage writes its component into such a folder; every pipeline loads from one.
 """
@@ -24,6 +25,7 @@ from xlxmert.errors import XLXMERTError
 INDEX_NAME = "model_index.json"
 COMPONENTS = ("tokenizer", "backbone", "vocabulary", "transformer", "generator")
 OPTIONAL_COMPONENTS = ("sampler",)
+HEAD_CLASS_NAMES = {"vqa": "VQAHead", "gqa": "GQAHead", "nlvr2": "NLVR2Head"}
 
 
 def read_model_index(folder: str | Path) -> dict[str, Any]:
@@ -49,6 +51,12 @@ def update_model_index(folder: str | Path, **fields: Any) -> dict[str, Any]:
     index.update(fields)
     present = (name for name in COMPONENTS + OPTIONAL_COMPONENTS if (folder / name).is_dir())
     index["components"] = {name: name for name in present}
+    # Fine-tuned task heads (heads/<task>/config.json), as [library, class] like the design's index.
+    heads = sorted(p.parent.name for p in (folder / "heads").glob("*/config.json"))
+    if heads:
+        index["heads"] = {t: ["xlxmert", HEAD_CLASS_NAMES.get(t, "TaskHead")] for t in heads}
+    else:
+        index.pop("heads", None)
     path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     return index
 

@@ -1,0 +1,89 @@
+"""NLVR2Pipeline: a left image, a right image and a statement → is the statement true?
+
+Reads a model folder fine-tuned with ``xlxmert finetune --task nlvr2`` (``heads/nlvr2/``)::
+
+    pipe = NLVR2Pipeline.from_pretrained("FT")
+    out = pipe([left], [right], ["the left image has more circles than the right image"])
+    out.labels[0], out.probabilities[0]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from xlxmert.data.tokenizer import TextTokenizer
+from xlxmert.errors import XLXMERTError
+from xlxmert.models.heads import TaskHead, TaskModel, load_task_head
+from xlxmert.models.transformer import XLxmertForPreTraining
+from xlxmert.pipelines.common import (
+    ImageEncoder,
+    ImageInput,
+    load_tokenizer_and_transformer,
+    tokenize_texts,
+    visual_inputs,
+)
+
+
+@dataclass
+class VerifyOutput:
+    """``labels[b]``: the statement judged true; ``probabilities[b]``: the probability of True."""
+
+    labels: list[bool]
+    probabilities: list[float]
+
+
+class NLVR2Pipeline:
+    """Statement verification over image pairs with the NLVR2 head (LXMERT's NLVR2 recipe: the
+    statement is encoded with each image, the two pooled outputs are joined and classified)."""
+
+    def __init__(
+        self,
+        tokenizer: TextTokenizer,
+        transformer: XLxmertForPreTraining,
+        head: TaskHead,
+        image_encoder: ImageEncoder,
+    ) -> None:
+        if head.config.task != "nlvr2":
+            raise XLXMERTError(f"NLVR2Pipeline needs an nlvr2 head, got a {head.config.task} head")
+        self.tokenizer = tokenizer
+        self.model = TaskModel(transformer, head).eval()
+        self.image_encoder = image_encoder
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | Path) -> NLVR2Pipeline:
+        """Load ``tokenizer/``, ``transformer/`` (with ``heads/nlvr2/``'s fine-tuned weights),
+        ``backbone/`` and ``vocabulary/`` of a model folder."""
+        tokenizer, transformer = load_tokenizer_and_transformer(model_dir)
+        head = load_task_head(model_dir, "nlvr2", transformer)
+        encoder = ImageEncoder.from_pretrained(model_dir, transformer.config.grid_size)
+        return cls(tokenizer, transformer.eval(), head, encoder)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        left_images: Sequence[ImageInput],
+        right_images: Sequence[ImageInput],
+        statements: Sequence[str],
+    ) -> VerifyOutput:
+        """Judge ``statements[b]`` about the pair (``left_images[b]``, ``right_images[b]``)."""
+        statements = [statements] if isinstance(statements, str) else list(statements)
+        if not (len(left_images) == len(right_images) == len(statements)):
+            raise XLXMERTError(
+                f"got {len(left_images)} left images, {len(right_images)} right images and "
+                f"{len(statements)} statements; give one pair per statement"
+            )
+        transformer = self.model.transformer
+        tokens = tokenize_texts(
+            self.tokenizer, statements, transformer.config.max_text_length, what="statement"
+        )
+        pairs = []
+        for images in (left_images, right_images):
+            feats, ids = self.image_encoder(list(images))
+            pairs.append(next(iter(visual_inputs(transformer, feats, ids).values())))
+        visual = torch.stack(pairs, dim=1)  # [B, 2, M] ids or [B, 2, M, D] features
+        probs = self.model(tokens.input_ids, tokens.attention_mask, visual).float().softmax(-1)[:, 1]
+        return VerifyOutput(labels=[bool(p > 0.5) for p in probs], probabilities=[float(p) for p in probs])
