@@ -21,6 +21,7 @@ from xlxmert.cli import main as cli_main
 from xlxmert.data.tokenizer import TextTokenizer
 from xlxmert.models.transformer import XLxmertConfig, XLxmertForPreTraining
 from xlxmert.training.pretrain import PretrainConfig, pretrain
+from xlxmert.utils.checkpoint import checkpoint_folders, read_checkpoint, save_checkpoint
 
 torch.set_num_threads(1)  # tiny models: threads only contend on a shared CPU
 
@@ -174,7 +175,7 @@ def test_tiny_run_learns_every_loss_and_beats_majority_cluster(tiny, tmp_path):
     assert val["itm_acc"] > 0.7 and val["mlm_acc"] > 0.5
     again = XLxmertForPreTraining.from_pretrained(out)
     assert again.config == model.config
-    assert len(list((out / "checkpoints").glob("step_*.pt"))) == 1
+    assert len(checkpoint_folders(out / "checkpoints")) == 1
 
 
 def test_resume_after_interruption_repeats_the_losses(tiny, tmp_path, monkeypatch):
@@ -191,7 +192,7 @@ def test_resume_after_interruption_repeats_the_losses(tiny, tmp_path, monkeypatc
     with pytest.raises(KeyboardInterrupt):
         run(tiny, interrupted, steps=7)
     monkeypatch.setattr(pt, "_write_model_folder", real)
-    assert [p.name for p in (interrupted / "checkpoints").glob("*.pt")] == ["step_0000003.pt"]
+    assert [p.name for p in checkpoint_folders(interrupted / "checkpoints")] == ["step_0000003"]
     run(tiny, interrupted, steps=7)
 
     def losses(out):
@@ -262,10 +263,10 @@ def test_two_process_data_parallel_run_writes_one_checkpoint(tiny, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "XLXMERT_DEBUG": "1"}
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert [p.name for p in (out / "checkpoints").glob("*.pt")] == ["step_0000002.pt"]
+    assert [p.name for p in checkpoint_folders(out / "checkpoints")] == ["step_0000002"]
     assert (out / "transformer" / "model.safetensors").is_file()
     # Two processes × batch 4: each step consumed 8 examples of its pool (one process would take 4).
-    state = torch.load(out / "checkpoints" / "step_0000002.pt", weights_only=True)
+    state = read_checkpoint(out / "checkpoints" / "step_0000002").state
     assert state["cursors"] == {"visual": 8, "all": 8}
 
 
@@ -492,11 +493,10 @@ def test_cli_task_ratio_is_saved_and_bad_values_are_one_line(tiny, tmp_path, cap
 def test_a_checkpoint_from_before_a_new_setting_resumes_only_at_its_default(tiny, tmp_path):
     out = tmp_path / "run"
     run(tiny, out, steps=3)
-    ckpt = out / "checkpoints" / "step_0000003.pt"
-    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    state = read_checkpoint(out / "checkpoints" / "step_0000003").state
     del state["pretrain_config"]["task_ratio"]  # as written by a version without the fields
     del state["transformer_config"]["standardize_ccc_output"]
-    torch.save(state, ckpt)
+    save_checkpoint(out / "checkpoints", 3, state)
     with pytest.raises(pt.XLXMERTError, match="other settings"):
         run(tiny, out, steps=5, task_ratio=(2, 1, 1))
     run(tiny, out, steps=5)  # the fields' defaults: it resumes

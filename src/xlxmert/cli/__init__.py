@@ -11,6 +11,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 
 from xlxmert.errors import XLXMERTError
@@ -52,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Library warnings (a damaged checkpoint skipped, a caption cut) as one stderr line each."""
+    print(f"xlxmert: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``xlxmert`` console script; returns the exit code."""
     parser = build_parser()
@@ -60,7 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        code = args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            code = args.func(args)
     except XLXMERTError as exc:
         print(f"xlxmert: error: {exc}", file=sys.stderr)
         return 1

@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--data", required=True, type=Path, help="data root holding <split>/images")
     train.add_argument("--vocab", required=True, type=Path, help="vocabulary folder with ids/<split>.npy")
     train.add_argument(
-        "--out", required=True, type=Path, help="run folder (gets generator/, samples/, checkpoint/)"
+        "--out", required=True, type=Path, help="run folder (gets generator/, samples/, checkpoints/)"
     )
     train.add_argument("--size", type=int, default=64, choices=(64, 128, 256), help="output image size")
     train.add_argument(

@@ -23,7 +23,7 @@ Run folder ``out/``::
 
     generator/            config.json + model.safetensors (+ report.json) — the component
     model_index.json      updated by update_model_index(out)
-    checkpoint/           generator/discriminator weights, optimisers, RNG states, step (resume)
+    checkpoints/          step_XXXXXXX/: G and D weights, optimisers, step (utils.checkpoint; resume)
     samples/step_XXXXXX.png   original | reconstruction, from ground-truth ids
 """
 
@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,10 +53,11 @@ from xlxmert.models.generator import (
     SpadeGenerator,
     features_from_ids,
 )
-from xlxmert.utils.config import config_to_dict, save_config
+from xlxmert.training.reconstruction import reconstruct, reconstruction_quality, shapes_cell_agreement
+from xlxmert.utils.checkpoint import CHECKPOINT_DIR, load_latest_checkpoint, save_checkpoint
+from xlxmert.utils.config import config_to_dict
 from xlxmert.utils.model_folder import update_model_index
-from xlxmert.utils.seeding import torch_generator
-from xlxmert.utils.weights import load_weights, save_weights
+from xlxmert.utils.seeding import derive_seed, torch_generator
 
 # ---------------------------------------------------------------------------------------------
 # Losses
@@ -362,76 +363,38 @@ class _GanStep:
         }
 
 
-def _save_checkpoint(
-    out: Path, step: int, g, d, opt_g, opt_d, noise_rng, config: GeneratorTrainConfig
-) -> None:
-    """Write ``out/checkpoint`` atomically (a kill mid-write leaves the previous one intact)."""
-    tmp, final = out / "checkpoint.tmp", out / "checkpoint"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    save_weights(g, tmp, "generator.safetensors")
-    save_weights(d, tmp, "discriminator.safetensors")
-    torch.save(
-        {
-            "step": step,
-            "optimizer_g": opt_g.state_dict(),
-            "optimizer_d": opt_d.state_dict(),
-            "noise_rng": noise_rng.get_state(),
-            "torch_rng": torch.get_rng_state(),
-        },
-        tmp / "state.pt",
-    )
-    save_config(config, tmp, "train_config.json")
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
+def _checkpoint_state(step_fn: _GanStep, g, d, accelerator, config: GeneratorTrainConfig) -> dict:
+    state = {
+        "generator": g.state_dict(),
+        "discriminator": d.state_dict(),
+        "optimizer_g": step_fn.opt_g.state_dict(),
+        "optimizer_d": step_fn.opt_d.state_dict(),
+        "train_config": json.dumps(config_to_dict(config)),
+    }
+    if accelerator.scaler is not None:  # fp16 (accelerate launch --mixed_precision fp16)
+        state["scaler"] = accelerator.scaler.state_dict()
+    return state
 
 
-def _check_resumable(ckpt: Path, config: GeneratorTrainConfig) -> None:
-    saved = json.loads((ckpt / "train_config.json").read_text())
-    current = config_to_dict(config)
+def _resume(out: Path, g, d, opt_g, opt_d, accelerator, config: GeneratorTrainConfig) -> int:
+    """Load the newest intact checkpoint of ``out`` (see utils.checkpoint); return its step (0: none)."""
+    ckpt = load_latest_checkpoint(out / CHECKPOINT_DIR)
+    if ckpt is None:
+        return 0
+    saved, current = json.loads(ckpt.state["train_config"]), config_to_dict(config)
     changed = sorted(k for k in current if k not in _RESUMABLE_CHANGES and saved.get(k) != current[k])
     if changed:
         raise XLXMERTError(
-            f"{ckpt.parent} holds a run with different settings ({', '.join(changed)}); "
+            f"{out} holds a run with different settings ({', '.join(changed)}); "
             "use the same settings to resume, or a new --out"
         )
-
-
-def _load_checkpoint(ckpt: Path, g, d, opt_g, opt_d, noise_rng) -> int:
-    load_weights(g, ckpt, "generator.safetensors")
-    load_weights(d, ckpt, "discriminator.safetensors")
-    state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
-    opt_g.load_state_dict(state["optimizer_g"])
-    opt_d.load_state_dict(state["optimizer_d"])
-    noise_rng.set_state(state["noise_rng"])
-    torch.set_rng_state(state["torch_rng"])
-    return int(state["step"])
-
-
-@torch.no_grad()
-def reconstruct(
-    generator: SpadeGenerator,
-    ids: torch.Tensor,
-    centroids: torch.Tensor,
-    noise: bool = False,
-    seed: int = 0,
-    batch_size: int = 32,
-) -> torch.Tensor:
-    """Paint ground-truth ids: ids LongTensor[B, N*N] → FloatTensor[B, 3, S, S] in [-1, 1] (eval mode)."""
-    was_training = generator.training
-    generator.eval()
-    device = next(generator.parameters()).device
-    rng = torch_generator(seed, device)
-    out = []
-    for start in range(0, len(ids), batch_size):
-        feats = features_from_ids(
-            ids[start : start + batch_size].to(device), centroids.to(device), generator.config.grid_size
-        )
-        out.append(generator(feats, noise=noise, generator=rng).float().cpu())
-    generator.train(was_training)
-    return torch.cat(out)
+    g.load_state_dict(ckpt.state["generator"])
+    d.load_state_dict(ckpt.state["discriminator"])
+    opt_g.load_state_dict(ckpt.state["optimizer_g"])
+    opt_d.load_state_dict(ckpt.state["optimizer_d"])
+    if accelerator.scaler is not None and "scaler" in ckpt.state:
+        accelerator.scaler.load_state_dict(ckpt.state["scaler"])
+    return ckpt.step
 
 
 def sample_grid(originals: torch.Tensor, reconstructions: torch.Tensor, pairs_per_row: int = 4):
@@ -452,9 +415,15 @@ def train_generator(
 ) -> GeneratorTrainResult:
     """Train G and D on ``data_root/<split>`` with ground-truth ids from ``vocab_dir``; write ``out``.
 
-    Rerunning with the same ``out`` resumes exactly from ``out/checkpoint`` (weights, optimisers,
-    RNG states, data position); a larger ``config.steps`` extends a finished run.
+    Rerunning with the same ``out`` resumes exactly from the newest intact checkpoint in
+    ``out/checkpoints`` (weights, optimisers; the data position and every random draw are
+    functions of the step); a larger ``config.steps`` extends a finished run.
     ``perceptual_network`` overrides ``config.perceptual`` (any module with ``feature_stages``).
+
+    Under ``accelerate launch`` or ``torchrun`` each process takes its slice of the global batch
+    (``batch_size`` is per process), gradients are averaged across processes (DDP), and only the
+    main process writes checkpoints, samples and the component; ``history`` holds the losses
+    averaged over the processes.
     """
     from accelerate import Accelerator
 
@@ -496,15 +465,13 @@ def train_generator(
     )
     generator, discriminator, opt_g, opt_d = accelerator.prepare(generator, discriminator, opt_g, opt_d)
     raw_g, raw_d = accelerator.unwrap_model(generator), accelerator.unwrap_model(discriminator)
+    rank, world, main = accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     noise_rng = torch_generator(config.seed + 1, device)
     centroids_dev = centroids.to(device)
 
-    step = 0
-    ckpt = out / "checkpoint"
-    if ckpt.is_dir():
-        _check_resumable(ckpt, config)
-        step = _load_checkpoint(ckpt, raw_g, raw_d, opt_g, opt_d, noise_rng)
-    out.mkdir(parents=True, exist_ok=True)
+    step = _resume(out, raw_g, raw_d, opt_g, opt_d, accelerator, config)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
 
     eval_data = _eval_data(data_root, vocab_dir, config) or data
     sample_idx = list(range(min(config.num_samples, len(eval_data))))
@@ -516,16 +483,39 @@ def train_generator(
     discriminator.train()
     history: list[dict[str, float]] = []
     busy = 0.0
-    bar = tqdm(total=config.steps, initial=step, desc="generator", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=config.steps,
+        initial=step,
+        desc="generator",
+        disable=not progress or not main,
+        dynamic_ncols=True,
+    )
+
+    def rank_batch(s: int) -> torch.Tensor:  # this process's slice of global batch s
+        return batch_indices(s, config.batch_size * world, len(data), config.seed)[
+            rank * config.batch_size : (rank + 1) * config.batch_size
+        ]
+
+    # Images of the next batch are decoded in a background thread while this one trains.
+    decoder = ThreadPoolExecutor(max_workers=1)
+    pending = decoder.submit(data.images, rank_batch(step)) if step < config.steps else None
     while step < config.steps:
-        idx = batch_indices(step, config.batch_size, len(data), config.seed)
+        idx = rank_batch(step)
         t0 = time.perf_counter()
-        real = data.images(idx).to(device).contiguous(memory_format=memory_format)
+        real = pending.result().to(device).contiguous(memory_format=memory_format)
+        if step + 1 < config.steps:
+            pending = decoder.submit(data.images, rank_batch(step + 1))
         ids = data.ids[idx].to(device)
         feats = features_from_ids(ids, centroids_dev, g_config.grid_size).contiguous(
             memory_format=memory_format
         )
+        # Every random draw of a step is a function of (seed, step, rank): resume needs no RNG state.
+        noise_rng.manual_seed(derive_seed(config.seed, step, rank, 1))
+        torch.manual_seed(derive_seed(config.seed, step, rank, 2))
         losses = train_step(real, feats, ids, noise_rng)
+        if world > 1:
+            mean = accelerator.reduce(torch.tensor(list(losses.values()), device=device), "mean")
+            losses = dict(zip(losses, mean.tolist()))
         busy += time.perf_counter() - t0
         step += 1
         history.append({"step": step, **losses})
@@ -536,18 +526,24 @@ def train_generator(
             perc=f"{losses['perceptual']:.3f}",
             l1=f"{losses['l1']:.3f}",
         )
-        if step % config.sample_every == 0 or step == config.steps:
+        if main and (step % config.sample_every == 0 or step == config.steps):
             rec = reconstruct(raw_g, sample_ids, centroids, seed=config.seed)
             (out / "samples").mkdir(exist_ok=True)
             sample_grid(sample_real, rec).save(out / "samples" / f"step_{step:06d}.png")
         if step % config.checkpoint_every == 0 or step == config.steps:
-            _save_checkpoint(out, step, raw_g, raw_d, opt_g, opt_d, noise_rng, config)
+            if main:
+                state = _checkpoint_state(train_step, raw_g, raw_d, accelerator, config)
+                save_checkpoint(out / CHECKPOINT_DIR, step, state)
+            accelerator.wait_for_everyone()
     bar.close()
+    decoder.shutdown()
 
     gen_dir = out / "generator"
+    quality = None
+    if not main:
+        return GeneratorTrainResult(step, history, float("nan"), quality, gen_dir)
     raw_g.save_pretrained(gen_dir)
     update_model_index(out)
-    quality = None
     if eval_data is not data:
         quality = reconstruction_quality(
             raw_g,
@@ -580,95 +576,6 @@ def _default_agreement(vocab_dir, data: GroundTruthGrids) -> Callable | None:
         return None
     backbone = load_backbone(folder)
     return shapes_cell_agreement(backbone, data.grid_size) if isinstance(backbone, ShapesBackbone) else None
-
-
-# ---------------------------------------------------------------------------------------------
-# Reconstruction quality (paper Fig. 2b: the upper bound of everything painted later)
-# ---------------------------------------------------------------------------------------------
-
-
-def shapes_cell_agreement(backbone: nn.Module, grid_size: int, batch_size: int = 64) -> Callable:
-    """Do shapes and colours survive? Compare the ShapeScenes backbone's per-cell predictions on
-    reconstructions with those on the originals. ``backbone`` needs ``feature_map(images)`` and
-    ``predict_cells(cells)`` (:class:`ShapesBackbone`, whatever its ``output`` setting).
-
-    Returns a hook ``(reconstructions, originals) -> dict``: ``place_agreement`` (cells whose
-    predicted place matches), ``object_f1`` (F1 of the (cell, colour×shape) labels predicted on the
-    reconstruction against those predicted on the original) and ``object_agreement`` (cells whose
-    whole predicted colour×shape set matches).
-    """
-    from xlxmert.visual.grid import grid_pool
-
-    size = int(getattr(backbone, "image_size", 64))
-
-    @torch.no_grad()
-    def predict(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        places, objects = [], []
-        for start in range(0, len(images), batch_size):
-            x = images[start : start + batch_size]
-            if x.shape[-1] != size:
-                x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-            heads = backbone.predict_cells(grid_pool(backbone.feature_map(x), grid_size))
-            places.append(heads["place"].argmax(-1).flatten(1))
-            objects.append((heads["objects"] > 0).flatten(1, 2))
-        return torch.cat(places), torch.cat(objects)
-
-    def agreement(reconstructions: torch.Tensor, originals: torch.Tensor) -> dict[str, float]:
-        backbone.eval()
-        p_rec, o_rec = predict(reconstructions)
-        p_org, o_org = predict(originals)
-        tp = (o_rec & o_org).sum().item()
-        f1 = 2 * tp / max(o_rec.sum().item() + o_org.sum().item(), 1)
-        cells_rec = o_rec.reshape(len(o_rec), grid_size * grid_size, -1)
-        cells_org = o_org.reshape(len(o_org), grid_size * grid_size, -1)
-        return {
-            "place_agreement": (p_rec == p_org).float().mean().item(),
-            "object_f1": f1,
-            "object_agreement": (cells_rec == cells_org).all(-1).float().mean().item(),
-        }
-
-    return agreement
-
-
-@torch.no_grad()
-def reconstruction_quality(
-    generator: SpadeGenerator,
-    centroids: torch.Tensor,
-    images: torch.Tensor,
-    ids: torch.Tensor,
-    perceptual: PerceptualLoss | None = None,
-    cell_agreement: Callable[[torch.Tensor, torch.Tensor], dict[str, float]] | None = None,
-    batch_size: int = 32,
-    seed: int = 0,
-) -> dict[str, float]:
-    """How well the generator reproduces held-out images from their ground-truth ids (noise off).
-
-    images: FloatTensor[M, 3, S, S] in [-1, 1]; ids: LongTensor[M, N*N]; centroids: FloatTensor[K, D].
-    Returns ``l1``, ``mse`` (in [-1, 1] units), ``psnr`` (dB, pixels in [0, 1]), ``perceptual`` (if a
-    :class:`PerceptualLoss` is given) and whatever ``cell_agreement(reconstructions, originals)``
-    returns (e.g. :func:`shapes_cell_agreement`).
-    """
-    if len(images) != len(ids):
-        raise XLXMERTError(f"{len(images)} images but {len(ids)} id rows")
-    rec = reconstruct(generator, ids, centroids, noise=False, seed=seed, batch_size=batch_size)
-    images = images.float()
-    mse = F.mse_loss(rec, images).item()
-    quality = {
-        "num_images": float(len(images)),
-        "l1": F.l1_loss(rec, images).item(),
-        "mse": mse,
-        "psnr": 10 * math.log10(4.0 / max(mse, 1e-12)),  # range 2 in [-1, 1] units
-    }
-    if perceptual is not None:
-        device = next(perceptual.network.parameters()).device
-        total = 0.0
-        for start in range(0, len(images), batch_size):
-            r, o = rec[start : start + batch_size].to(device), images[start : start + batch_size].to(device)
-            total += perceptual(r, o).item() * len(r)
-        quality["perceptual"] = total / len(images)
-    if cell_agreement is not None:
-        quality.update(cell_agreement(rec, images))
-    return quality
 
 
 __all__ = [

@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,14 +46,15 @@ from xlxmert.models.transformer import (
     load_centroids,
 )
 from xlxmert.training.backbone import scene_label_map
+from xlxmert.utils.checkpoint import CHECKPOINT_DIR, load_latest_checkpoint, save_checkpoint
 from xlxmert.utils.config import config_to_dict, load_config, same_settings, save_config
 from xlxmert.utils.model_folder import copy_component, update_model_index
+from xlxmert.utils.seeding import derive_seed as _seed_of
 from xlxmert.utils.weights import load_weights
 from xlxmert.visual.grid import grid_pool
 
 TASKS = ("visual", "text", "match")
 EVAL_MASK_RATIOS = (0.15, 0.5, 1.0)
-CHECKPOINT_DIR = "checkpoints"
 METRICS_FILE = "metrics.csv"
 
 
@@ -162,8 +162,8 @@ class PretrainConfig:
                 f"with a positive sum, got {self.task_ratio}"
             )
         object.__setattr__(self, "task_ratio", tuple(int(r) for r in ratio))
-        if self.checkpoint_every < 1 or self.eval_every < 1:
-            raise XLXMERTError("checkpoint_every and eval_every must be at least 1")
+        if self.checkpoint_every < 1 or self.eval_every < 1 or self.keep_checkpoints < 1:
+            raise XLXMERTError("checkpoint_every, eval_every and keep_checkpoints must be at least 1")
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> PretrainConfig:
@@ -293,13 +293,6 @@ def load_pretrain_data(
         object_cells=(
             object_cells_of(split_dir, row_of, grid_size_of(visual_ids.shape[1])) if object_cells else None
         ),
-    )
-
-
-def _seed_of(*parts: int) -> int:
-    """A 63-bit seed from integers (stable across processes and runs)."""
-    return int(
-        np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1)
     )
 
 
@@ -643,10 +636,6 @@ def _task_of(step: int, config: PretrainConfig) -> str:
     return cycle[int(np.random.default_rng(_seed_of(config.seed, step, 7)).integers(len(cycle)))]
 
 
-def _checkpoints(out: Path) -> list[Path]:
-    return sorted((out / CHECKPOINT_DIR).glob("step_*.pt"))
-
-
 def _comparable(cfg: PretrainConfig) -> dict[str, Any]:
     keep = config_to_dict(cfg)
     for name in ("steps", "checkpoint_every", "eval_every", "eval_samples", "keep_checkpoints"):
@@ -667,7 +656,7 @@ class MetricsLog:
             # Rows logged after the checkpoint we resume from would be repeated: drop them.
             with self.path.open() as f:
                 rows = [r for r in csv.reader(f)][1:]
-            rows = [r for r in rows if int(r[0]) <= resume_step]
+            rows = [r for r in rows if r and r[0].isdigit() and int(r[0]) <= resume_step]
         else:
             rows = []
         with self.path.open("w", newline="") as f:
@@ -822,13 +811,13 @@ def pretrain(
         "all": EpochStream(data.pool(False), pc.seed, 1),
     }
     start = 0
-    ckpts = _checkpoints(out)
-    if ckpts:
-        state = torch.load(ckpts[-1], map_location="cpu", weights_only=True)
+    resumed = load_latest_checkpoint(out / CHECKPOINT_DIR)
+    if resumed is not None:
+        state = resumed.state
         same_model = same_settings(state["transformer_config"], config_to_dict(cfg), type(cfg))
         if not same_model or not same_settings(state["pretrain_config"], _comparable(pc), PretrainConfig):
             raise XLXMERTError(
-                f"{out} holds a run with other settings ({ckpts[-1].name}); resume with the same "
+                f"{out} holds a run with other settings ({resumed.path.name}); resume with the same "
                 "arguments or choose another --out"
             )
         model.load_state_dict(state["model"])
@@ -836,8 +825,10 @@ def pretrain(
         scheduler.load_state_dict(state["scheduler"])
         for name, cursor in state["cursors"].items():
             streams[name].cursor = int(cursor)
-        start = int(state["step"])
+        start = resumed.step
     model, optimizer = accelerator.prepare(model, optimizer)
+    if resumed is not None and accelerator.scaler is not None and "scaler" in resumed.state:
+        accelerator.scaler.load_state_dict(resumed.state["scaler"])
     if ccc_weights is not None:
         ccc_weights = ccc_weights.to(accelerator.device)
     unwrapped = accelerator.unwrap_model(model)
@@ -892,7 +883,17 @@ def pretrain(
         if done % pc.checkpoint_every == 0 or done == pc.steps:
             accelerator.wait_for_everyone()
             if main:
-                _save_checkpoint(out, done, unwrapped, optimizer, scheduler, streams, cfg, pc)
+                state = {
+                    "model": unwrapped.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "cursors": {name: s.cursor for name, s in streams.items()},
+                    "transformer_config": config_to_dict(cfg),
+                    "pretrain_config": _comparable(pc),
+                }
+                if accelerator.scaler is not None:  # fp16: the loss scale resumes too
+                    state["scaler"] = accelerator.scaler.state_dict()
+                save_checkpoint(out / CHECKPOINT_DIR, done, state, keep=pc.keep_checkpoints)
                 _write_model_folder(out, unwrapped, vocab_dir, tokenizer, pc)
             accelerator.wait_for_everyone()
     bar.close()
@@ -902,25 +903,3 @@ def pretrain(
     accelerator.wait_for_everyone()
     unwrapped.eval()
     return unwrapped
-
-
-def _save_checkpoint(out, step, model, optimizer, scheduler, streams, cfg, pc) -> Path:
-    """Atomically write ``out/checkpoints/step_<step>.pt`` and keep the newest ``keep_checkpoints``."""
-    folder = out / CHECKPOINT_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {
-        "step": step,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "cursors": {name: s.cursor for name, s in streams.items()},
-        "transformer_config": config_to_dict(cfg),
-        "pretrain_config": _comparable(pc),
-    }
-    path = folder / f"step_{step:07d}.pt"
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # a kill mid-write leaves the previous checkpoint intact
-    for old in _checkpoints(out)[: -pc.keep_checkpoints]:
-        old.unlink()
-    return path

@@ -16,3 +16,10 @@ def torch_generator(seed: int, device: str | torch.device = "cpu") -> torch.Gene
 def numpy_rng(seed: int) -> np.random.Generator:
     """A fresh NumPy ``Generator`` (PCG64) seeded with ``seed``."""
     return np.random.default_rng(int(seed))
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed from integers, e.g. ``(seed, step, rank)``: stable across processes and runs, so
+    a training step's random draws are a function of its number (exact resume)."""
+    state = np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0]
+    return int(state >> np.uint64(1))
