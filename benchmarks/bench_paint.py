@@ -38,11 +38,12 @@ CAPTIONS = [
     "three shapes on the sand",
 ]
 SAMPLERS = [("mask-predict", 4), ("tl-br", None), ("easy-first", None), ("random", None), ("random", 200)]
-# Visual-side sizes the data decide (vocabulary K, feature size D): shapes-64 uses the shapes-64
-# backbone's D = 128 and K = 256; paper uses 2048-d features and 10000 clusters.
+# Visual-side sizes the data decide (grid N, vocabulary K, feature size D), as in the models each
+# preset builds: shapes-64 as the shipped model (8×8 grid, K = 256 words of the backbone's 40-d cell
+# predictions); paper: 8×8 grids, 10000 clusters of 2048-d features.
 DATA_SIZES = {
-    "shapes-64": dict(num_clusters=256, feature_dim=128),
-    "paper": dict(num_clusters=10000, feature_dim=2048),
+    "shapes-64": dict(grid_size=8, num_clusters=256, feature_dim=40),
+    "paper": dict(grid_size=8, num_clusters=10000, feature_dim=2048),
 }
 
 
@@ -54,7 +55,9 @@ def build(preset: str, variant: str, tokenizer: TextTokenizer) -> PaintPipeline:
     config = dataclasses.replace(config, vocab_size=max(config.vocab_size, tokenizer.vocab_size))
     centroids = torch.randn(sizes["num_clusters"], sizes["feature_dim"])
     model = XLxmertForPreTraining(config, centroids)
-    gen_config = GeneratorConfig.from_preset(preset, input_dim=sizes["feature_dim"], grid_size=8)
+    gen_config = GeneratorConfig.from_preset(
+        preset, input_dim=sizes["feature_dim"], grid_size=sizes["grid_size"]
+    )
     generator = SpadeGenerator(gen_config)
     return PaintPipeline(tokenizer, model, VisualVocabulary(centroids), generator)
 
