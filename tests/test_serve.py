@@ -111,6 +111,10 @@ def test_health_model_page_and_openapi(app):
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "/paint/stream" in page.text and 'id="picture"' in page.text
     assert "://" not in page.text.replace("http://127.0.0.1", "")  # no CDN, nothing fetched from elsewhere
+    docs = call(app, "GET", "/docs")  # the OpenAPI page, its assets served here (works offline)
+    assert docs.status_code == 200 and "/openapi.json" in docs.text and "://" not in docs.text
+    script = call(app, "GET", "/docs-assets/swagger-ui-bundle.js")
+    assert script.status_code == 200 and "SwaggerUIBundle" in script.text
     paths = call(app, "GET", "/openapi.json").json()["paths"]
     for path in ("/paint", "/paint/stream", "/caption", "/answer", "/verify", "/health", "/model"):
         assert path in paths
@@ -276,7 +280,7 @@ def test_upload_and_body_size_limits(model_dir):
     res = call(app, "POST", "/caption", files={"image": ("h.png", huge, "image/png")})
     assert res.status_code == 413 and "the request body is" in res.json()["detail"]
 
-    def chunks():  # no Content-Length: counted as it arrives
+    async def chunks():  # no Content-Length: counted as it arrives
         for _ in range(3):
             yield b"y" * config.max_body_bytes
 

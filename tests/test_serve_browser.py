@@ -158,3 +158,14 @@ def test_page_captions_and_answers_an_upload(server, browser, tmp_path):
     assert len(rows) == 1 + 5  # header + the top 5 answers
     probs = [float(r.find_elements(By.TAG_NAME, "td")[1].text) for r in rows[1:]]
     assert probs == sorted(probs, reverse=True) and 0 < probs[0] <= 1
+
+
+def test_openapi_page_documents_the_api_offline(server, browser):
+    url, _ = server
+    browser.get(url + "/docs")
+    wait = WebDriverWait(browser, 60)
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".opblock-summary-path"))
+    paths = {
+        e.text.replace("\u200b", "") for e in browser.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")
+    }
+    assert {"/paint", "/paint/stream", "/caption", "/answer", "/verify", "/health", "/model"} <= paths

@@ -13,7 +13,8 @@ Endpoints (JSON unless said; errors are ``{"detail": "one line"}`` with a 4xx/50
 - ``POST /answer`` (``image``, ``question``; ``top_k``): the top answers with probabilities;
 - ``POST /verify`` (``left``, ``right``, ``statement``): NLVR2 true/false, when the model folder
   has an NLVR2 head (``heads/nlvr2/``);
-- ``GET /health``, ``GET /model`` (model card summary, sampler settings, limits), ``GET /`` (page).
+- ``GET /health``, ``GET /model`` (model card summary, sampler settings, limits), ``GET /`` (page),
+  ``GET /docs`` (the OpenAPI page, its assets from the ``swagger-ui-bundle-v2`` package: no CDN).
 
 Model work runs in worker threads, at most ``max_concurrent`` requests at once
 (:class:`~xlxmert.server.limits.WorkSlots`); no path from a request is ever opened.
@@ -32,9 +33,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
+import swagger_ui_bundle
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -185,7 +189,10 @@ def create_app(model_dir: str | Path | None = None, config: ServerConfig | None 
         title="xlxmert",
         summary="X-LXMERT: paint images from captions step by step, caption images, answer questions",
         version=_version(),
+        docs_url=None,  # served below from the swagger-ui-bundle package, not from a CDN
+        redoc_url=None,
     )
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path), name="docs-assets")
     app.state.models, app.state.slots, app.state.config = models, slots, config
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
 
@@ -217,6 +224,16 @@ def create_app(model_dir: str | Path | None = None, config: ServerConfig | None 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
         return HTMLResponse(page)
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title="xlxmert API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
 
     @app.get("/health", summary="Liveness and the work queue")
     async def health() -> dict:

@@ -148,27 +148,29 @@ class BodyLimit:
             await self._too_large(send, int(length))
             return
         seen = 0
-        started = False
+        started = refused = False
 
         async def limited_receive():
-            nonlocal seen
+            # Past the limit: answer 413 now and tell the app the client left (whatever the app
+            # then sends is dropped).
+            nonlocal seen, refused
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _BodyTooLarge(seen)
+                if seen > self.max_bytes and not started:
+                    refused = True
+                    await self._too_large(send, seen)
+                    return {"type": "http.disconnect"}
             return message
 
         async def tracking_send(message):
             nonlocal started
+            if refused:
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge as exc:
-            if not started:
-                await self._too_large(send, exc.seen)
+        await self.app(scope, limited_receive, tracking_send)
 
     async def _too_large(self, send, size: int) -> None:
         body = (
@@ -183,12 +185,6 @@ class BodyLimit:
             }
         )
         await send({"type": "http.response.body", "body": body})
-
-
-class _BodyTooLarge(Exception):
-    def __init__(self, seen: int) -> None:
-        super().__init__(seen)
-        self.seen = seen
 
 
 def check_text(text: str, what: str, max_chars: int) -> str:
