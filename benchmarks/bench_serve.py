@@ -10,6 +10,7 @@ run ``--budget`` seconds. Exit status 1 when a request was lost.
 
     python benchmarks/bench_serve.py                                # 16 × 5, the shipped model
     python benchmarks/bench_serve.py --max-concurrent 2 --max-waiting 4 --json out.json
+    python benchmarks/bench_serve.py --url http://127.0.0.1:8000      # a server already running
 """
 
 from __future__ import annotations
@@ -111,6 +112,11 @@ def percentile(values: list[float], q: float) -> float:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", help="model folder (default: the shipped model)")
+    p.add_argument(
+        "--url",
+        help="load a server already running on this machine (http://127.0.0.1:PORT) instead of "
+        "starting one; its settings are its own and its memory is not measured",
+    )
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--requests", type=int, default=5, help="paint requests per client")
     p.add_argument("--max-concurrent", type=int, default=1)
@@ -121,22 +127,28 @@ def main() -> int:
     p.add_argument("--json", help="also write the report here")
     args = p.parse_args()
 
-    proc, url = start_server(args)
+    if args.url:
+        host = httpx.URL(args.url).host
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            sys.exit(f"--url must be a loopback server (127.0.0.1), got {args.url}")
+        proc, url = None, args.url.rstrip("/")
+    else:
+        proc, url = start_server(args)
     try:
         results, wall = asyncio.run(load(url, args))
         health = httpx.get(url + "/health", timeout=10).json()
-        peak = peak_rss_mib(proc.pid)
+        peak = None if proc is None else peak_rss_mib(proc.pid)
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=30)
     ok = [s for st, s in results if st == 200]
     busy = [s for st, s in results if st == 503]
     lost = [st for st, _ in results if st not in (200, 503)]
     report = {
         "clients": args.clients,
         "requests": len(results),
-        "max_concurrent": args.max_concurrent,
-        "max_waiting": args.max_waiting,
+        "max_concurrent": health["max_concurrent"],
         "answered_200": len(ok),
         "answered_503": len(busy),
         "lost": len(lost),
@@ -152,7 +164,7 @@ def main() -> int:
     }
     print(
         f"{report['requests']} requests ({args.clients} clients × {args.requests}, "
-        f"max-concurrent {args.max_concurrent}): {len(ok)} × 200, {len(busy)} × 503, {len(lost)} lost\n"
+        f"max-concurrent {health['max_concurrent']}): {len(ok)} × 200, {len(busy)} × 503, {len(lost)} lost\n"
         f"latency of 200s: p50 {report['p50_s']} s, p95 {report['p95_s']} s; "
         f"throughput {report['throughput_per_s']} paintings/s over {report['wall_s']} s; "
         f"server peak memory {report['server_peak_rss_mib']} MiB"

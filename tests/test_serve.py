@@ -133,6 +133,19 @@ def test_paint_png_and_json_are_the_pipelines_painting(app, model_dir):
     assert image.tobytes() == expected.images[0].tobytes()
     other = call(app, "POST", "/paint", json={"caption": CAPTION, "format": "json", **options, "seed": 4})
     assert other.json()["visual_ids"] != body["visual_ids"]  # the seed reaches the sampler
+    assert body["warning"] is None and "x-xlxmert-warning" not in res.headers
+
+
+def test_a_caption_longer_than_the_model_reads_is_painted_with_a_warning(app):
+    long = "a red circle to the left of a blue square and two green stars at night in the snow " * 3
+    res = call(app, "POST", "/paint", json={"caption": long, "steps": 2})
+    assert res.status_code == 200
+    assert res.headers["x-xlxmert-warning"].startswith(
+        "the caption is longer than the model's 18 word pieces"
+    )
+    assert call(app, "POST", "/paint", json={"caption": long, "format": "json"}).json()["warning"]
+    final = events(call(app, "GET", "/paint/stream", params={"caption": long, "steps": 2}).text)[-1][1]
+    assert "painted from: 'a red circle" in final["warning"]
 
 
 @pytest.mark.parametrize("sampler,steps", [("mask-predict", 4), ("random", 5), ("tl-br", None)])
@@ -355,3 +368,25 @@ def test_serve_cli_binds_loopback_by_default_and_rejects_bad_settings(model_dir,
     assert err.startswith("xlxmert: error: max_concurrent must be >= 1") and err.count("\n") == 1
     assert main(["serve", "--model", str(model_dir / "missing")]) == 1
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_load_benchmark_smoke_run_answers_every_request(model_dir, tmp_path, monkeypatch, capsys):
+    import runpy
+    import sys
+    from pathlib import Path
+
+    report = tmp_path / "bench.json"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_serve.py"
+    app = create_app(model_dir, ServerConfig(max_concurrent=1, max_waiting=1))
+    with BackgroundServer(app) as server:
+        argv = ["bench_serve.py", "--url", server.url, "--clients", "3", "--requests", "2"]
+        monkeypatch.setattr(sys, "argv", [*argv, "--json", str(report)])
+        with pytest.raises(SystemExit) as exit_:
+            runpy.run_path(str(script), run_name="__main__")
+    assert exit_.value.code == 0
+    got = json.loads(report.read_text())
+    assert got["requests"] == 6 and got["lost"] == 0 and got["max_concurrent"] == 1
+    assert got["answered_200"] + got["answered_503"] == 6 and got["answered_200"] >= 2
+    assert got["server_health"]["served"] == got["answered_200"] + 1  # + the warm-up
+    assert got["server_health"]["rejected"] == got["answered_503"]
+    assert "6 requests (3 clients × 2" in capsys.readouterr().out

@@ -6,7 +6,8 @@
 Endpoints (JSON unless said; errors are ``{"detail": "one line"}`` with a 4xx/503 status):
 
 - ``POST /paint`` {caption, sampler, steps, temperature, guidance_scale, top_k, anneal, seed,
-  format}: the painting as ``image/png``, or with ``format: "json"`` its base64 PNG and visual ids;
+  format}: the painting as ``image/png``, or with ``format: "json"`` its base64 PNG and visual ids
+  (a caption longer than the model reads is painted from its first words, with a ``warning``);
 - ``GET /paint/stream?caption=...`` (same options): server-sent events, one ``step`` event per
   sampling step with that step's image, then one ``final`` event (paper Fig. 4 live);
 - ``POST /caption`` (multipart: ``image``; ``prefix``, ``seed``): captions with scores;
@@ -217,6 +218,15 @@ def create_app(model_dir: str | Path | None = None, config: ServerConfig | None 
         options = req.model_dump(exclude={"caption", "format"})
         return caption, options
 
+    def truncation(caption: str) -> str | None:
+        """The warning for a caption longer than the model reads (it paints the first words)."""
+        limit = models.paint.transformer.config.max_text_length
+        tokens = models.paint.tokenizer([caption], max_length=limit)
+        if not tokens.truncated[0]:
+            return None
+        kept = models.paint.tokenizer.decode(tokens.input_ids[0])
+        return f"the caption is longer than the model's {limit - 2} word pieces; painted from: {kept!r}"
+
     async def work(fn, *args, **kwargs):
         async with slots.slot():
             return await run_in_threadpool(fn, *args, **kwargs)
@@ -260,8 +270,10 @@ def create_app(model_dir: str | Path | None = None, config: ServerConfig | None 
         caption, options = paint_options(req)
         start = time.perf_counter()
         out = await work(models.paint, [caption], **options)
+        warning = truncation(caption)
         if req.format == "png":
-            return Response(png_bytes(out.images[0]), media_type="image/png")
+            headers = {"X-XLXMERT-Warning": warning.encode("ascii", "replace").decode()} if warning else None
+            return Response(png_bytes(out.images[0]), media_type="image/png", headers=headers)
         return JSONResponse(
             {
                 "caption": caption,
@@ -269,6 +281,7 @@ def create_app(model_dir: str | Path | None = None, config: ServerConfig | None 
                 "visual_ids": None if out.ids is None else out.ids[0].tolist(),
                 "grid_size": models.paint.transformer.config.grid_size,
                 "seconds": round(time.perf_counter() - start, 4),
+                "warning": warning,
             }
         )
 
@@ -276,7 +289,7 @@ def create_app(model_dir: str | Path | None = None, config: ServerConfig | None 
         "/paint/stream",
         summary="Paint step by step: server-sent events",
         response_description="text/event-stream: one `step` event per sampling step "
-        '({"step", "steps", "image": data URL}), then one `final` event ({"image", "seconds"})',
+        '({"step", "steps", "image": data URL}), then one `final` event ({"image", "seconds", "warning"})',
     )
     async def paint_stream(req: Annotated[PaintRequest, Query()]) -> StreamingResponse:
         caption, options = paint_options(req)
@@ -310,9 +323,8 @@ def create_app(model_dir: str | Path | None = None, config: ServerConfig | None 
                         break
                     image, step = image_next, step + 1
                 seconds = round(time.perf_counter() - start, 4)
-                yield _sse(
-                    "final", {"step": step, "steps": total, "image": data_url(image), "seconds": seconds}
-                )
+                final = {"step": step, "steps": total, "image": data_url(image), "seconds": seconds}
+                yield _sse("final", final | {"warning": truncation(caption)})
             except (GeneratorExit, asyncio.CancelledError):
                 slots.abandoned += 1  # the client left mid-stream
                 raise
