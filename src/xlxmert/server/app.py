@@ -46,6 +46,8 @@ from starlette.concurrency import run_in_threadpool
 
 from xlxmert.errors import XLXMERTError
 from xlxmert.server.limits import HTTPError, ServerConfig, WorkSlots, check_text, decode_image
+from xlxmert.utils.hub import resolve_model_folder
+from xlxmert.utils.model_folder import read_model_index
 
 SamplerName = Literal["mask-predict", "tl-br", "random", "easy-first"]
 NO_NLVR2 = "this model has no NLVR2 head; fine-tune one with xlxmert finetune --task nlvr2"
@@ -89,9 +91,9 @@ class Models:
         from xlxmert.pipelines.caption import CaptionPipeline
         from xlxmert.pipelines.paint import PaintPipeline
 
-        self.model_dir = Path(model_dir)
-        self.paint = PaintPipeline.from_pretrained(model_dir)
-        self.caption = CaptionPipeline.from_pretrained(model_dir)
+        self.model_dir = resolve_model_folder(model_dir)  # a folder, or a Hub repository's snapshot
+        self.paint = PaintPipeline.from_pretrained(self.model_dir)
+        self.caption = CaptionPipeline.from_pretrained(self.model_dir)
         self.errors: dict[str, str] = {}
         self.answer = self._optional("answer", self._load_answer)
         self.verify = self._optional("verify", self._load_verify)
@@ -124,14 +126,11 @@ class Models:
     def summary(self) -> dict:
         """What ``GET /model`` reports: the model's shape, its sampler settings, its tasks, its card."""
         cfg = self.paint.transformer.config
-        index_path = self.model_dir / "model_index.json"
-        preset = None
-        if index_path.is_file():
-            preset = json.loads(index_path.read_text()).get("preset")
+        index = read_model_index(self.model_dir)
         sampler = self.paint.sampler
         return {
             "name": self.model_dir.name,
-            "preset": preset,
+            "recipe": index.get("recipe", index.get("preset")),
             "variant": cfg.variant,
             "grid_size": cfg.grid_size,
             "num_visual_words": cfg.num_clusters,
