@@ -9,8 +9,8 @@ gives the control: the same architecture, randomly initialised.
 
 Output: a copy of the model folder with ``heads/<task>/`` (the head, its answers, the fine-tuned
 transformer weights and ``report.json``: validation, optional test scores with breakdowns and the
-"majority answer" / "question only" baselines). ``OUT/finetune-<task>/`` holds the checkpoints
-and ``metrics.csv``.
+"majority answer" / "question only" baselines). ``OUT/finetune-<task>/`` holds ``checkpoints/``
+(:mod:`xlxmert.utils.checkpoint`) and ``metrics.csv``.
 
 Exact resume as in pretraining: batch ``i`` of epoch ``e`` is a slice of a permutation seeded by
 ``(seed, e)`` and dropout of update ``s`` is seeded by ``(seed, s)``, so a checkpoint (model,
@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +51,7 @@ from xlxmert.training.finetune_data import (
     targets,
 )
 from xlxmert.training.pretrain import MetricsLog, _param_groups, _seed_of, linear_warmup_decay
+from xlxmert.utils.checkpoint import CHECKPOINT_DIR, load_latest_checkpoint, save_checkpoint
 from xlxmert.utils.config import config_to_dict, same_settings
 from xlxmert.utils.model_folder import COMPONENTS, OPTIONAL_COMPONENTS, component_dir, update_model_index
 
@@ -209,20 +209,6 @@ def _prepare_out(model_dir: Path, out: Path) -> None:
         shutil.copy2(model_dir / "model_index.json", out / "model_index.json")
 
 
-def _checkpoints(run: Path) -> list[Path]:
-    return sorted(run.glob("step_*.pt"))
-
-
-def _save_checkpoint(run: Path, state: dict[str, Any], keep: int) -> None:
-    run.mkdir(parents=True, exist_ok=True)
-    path = run / f"step_{state['step']:07d}.pt"
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # a kill mid-write leaves the previous checkpoint intact
-    for old in _checkpoints(run)[:-keep]:
-        old.unlink()
-
-
 def finetune(
     model_dir: str | Path,
     data_root: str | Path,
@@ -289,14 +275,14 @@ def finetune(
 
     run = out / RUN_DIR.format(task=cfg.task)
     start, best, history = 0, -1.0, []
-    ckpts = _checkpoints(run)
-    if ckpts:
-        state = torch.load(ckpts[-1], map_location="cpu", weights_only=True)
+    latest = load_latest_checkpoint(run / CHECKPOINT_DIR)
+    if latest is not None:
+        state = latest.state
         if not same_settings(state["config"], _comparable(cfg), FinetuneConfig) or state["model_dir"] != str(
             model_dir.resolve()
         ):
             raise XLXMERTError(
-                f"{run} holds a fine-tuning run with other settings ({ckpts[-1].name}); rerun with the "
+                f"{run} holds a fine-tuning run with other settings ({latest.path.name}); rerun with the "
                 "same arguments to resume, or choose another --out"
             )
         model.load_state_dict(state["model"])
@@ -321,7 +307,7 @@ def finetune(
             "config": _comparable(cfg),
             "model_dir": str(model_dir.resolve()),
         }
-        _save_checkpoint(run, state, cfg.keep_checkpoints)
+        save_checkpoint(run / CHECKPOINT_DIR, step, state, keep=cfg.keep_checkpoints)
 
     bar = tqdm(
         total=total, initial=start, disable=not progress, desc=f"finetune {cfg.task}", dynamic_ncols=True
