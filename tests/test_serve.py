@@ -169,6 +169,25 @@ def test_stream_sends_one_event_per_step_then_the_final_image(app, model_dir, sa
     assert from_data_url(got[-1][1]["image"]).tobytes() == painting.images[0].tobytes()
 
 
+def test_a_failure_mid_stream_is_an_error_event_and_frees_the_slot(model_dir, monkeypatch):
+    app = create_app(model_dir)
+    painter = app.state.models.paint
+    decode = painter.decode
+    calls = []
+
+    def failing_decode(values, seed=0, noise=None):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("out of memory\nsecond line")
+        return decode(values, seed, noise)
+
+    monkeypatch.setattr(painter, "decode", failing_decode)
+    got = events(call(app, "GET", "/paint/stream", params={"caption": CAPTION, "steps": 4}).text)
+    assert [e for e, _ in got] == ["step", "step", "error"]
+    assert got[-1][1] == {"detail": "internal error: RuntimeError"}
+    assert app.state.slots.busy == 0
+
+
 def test_stream_with_the_shipped_models_own_sampler_settings():
     try:
         shipped = default_model_dir()

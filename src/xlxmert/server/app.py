@@ -27,6 +27,7 @@ import asyncio
 import base64
 import io
 import json
+import logging
 import time
 from contextlib import AsyncExitStack
 from dataclasses import asdict
@@ -50,6 +51,7 @@ from xlxmert.utils.hub import resolve_model_folder
 from xlxmert.utils.model_folder import read_model_index
 
 SamplerName = Literal["mask-predict", "tl-br", "random", "easy-first"]
+LOG = logging.getLogger("xlxmert.server")
 NO_NLVR2 = "this model has no NLVR2 head; fine-tune one with xlxmert finetune --task nlvr2"
 
 
@@ -288,7 +290,8 @@ def create_app(model_dir: str | Path | None = None, config: ServerConfig | None 
         "/paint/stream",
         summary="Paint step by step: server-sent events",
         response_description="text/event-stream: one `step` event per sampling step "
-        '({"step", "steps", "image": data URL}), then one `final` event ({"image", "seconds", "warning"})',
+        '({"step", "steps", "image": data URL}), then one `final` event ({"image", "seconds", '
+        '"warning"}); a failure after the first step is one `error` event ({"detail"})',
     )
     async def paint_stream(req: Annotated[PaintRequest, Query()]) -> StreamingResponse:
         caption, options = paint_options(req)
@@ -327,6 +330,12 @@ def create_app(model_dir: str | Path | None = None, config: ServerConfig | None 
             except (GeneratorExit, asyncio.CancelledError):
                 slots.abandoned += 1  # the client left mid-stream
                 raise
+            except Exception as exc:  # noqa: BLE001 - the status is sent: the error goes in the stream
+                kind = f"internal error: {type(exc).__name__}"
+                if not isinstance(exc, XLXMERTError):
+                    LOG.exception("painting stream failed")
+                detail = (str(exc) or kind) if isinstance(exc, XLXMERTError) else kind
+                yield _sse("error", {"detail": detail.splitlines()[0]})
             finally:
                 await stack.aclose()
 
