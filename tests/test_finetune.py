@@ -212,6 +212,15 @@ def test_cli_finetune_then_answer_and_verify_use_the_heads(data, model_dir, tmp_
     )
     label, prob = capsys.readouterr().out.split()
     assert label in ("True", "False") and 0.0 <= float(prob) <= 1.0
+    # xlxmert evaluate's understanding columns come from the heads, the baselines beside them
+    from xlxmert.evaluation.report import EvaluationConfig, _task_scores, markdown_report
+
+    scores = _task_scores(out, data, [], ("vqa", "nlvr2"), EvaluationConfig(split="val", n=8), False)
+    assert 0.0 <= scores["vqa"] <= 1.0 and 0.0 <= scores["nlvr2"] <= 1.0
+    assert scores["nlvr2_majority_answer"] == pytest.approx(0.5)  # 8 statements, labels alternate
+    table = markdown_report({"config": {"split": "val", "sampler": "random", "steps": 1, "seed": 0},
+                             "num_images": 8, "rows": [{"name": "ft", "scores": scores}]})  # fmt: skip
+    assert "| majority answer |" in table and "| question only |" in table
     # the folder's own transformer stays the pretrained one (painting is unchanged)
     pretrained = XLxmertForPreTraining.from_pretrained(model_dir).state_dict()
     assert all(
