@@ -131,8 +131,8 @@ def score_vqa(predictions: Sequence[str], records: Sequence[dict]) -> dict[str, 
 
 def score_gqa(predictions: Sequence[str], records: Sequence[dict]) -> dict[str, Any]:
     """GQA accuracy (exact match of normalised answers) of ``predictions`` for ``records``
-    (``answer``; optional ``types``: GQA's ``structural`` / ``semantic`` types), with
-    ``per_structural_type`` and ``per_semantic_type``."""
+    (``answer``; optional ``types``: GQA's ``structural`` / ``semantic`` / ``detailed`` types),
+    with ``per_structural_type``, ``per_semantic_type`` and ``per_detailed_type``."""
     right = [
         float(official_normalize(p) == official_normalize(r["answer"]))
         for p, r in zip(predictions, records, strict=True)
@@ -142,6 +142,7 @@ def score_gqa(predictions: Sequence[str], records: Sequence[dict]) -> dict[str, 
         "accuracy": sum(right) / max(len(right), 1),
         "per_structural_type": _breakdown(right, [t.get("structural", "all") for t in types]),
         "per_semantic_type": _breakdown(right, [t.get("semantic", "all") for t in types]),
+        "per_detailed_type": _breakdown(right, [t.get("detailed", "all") for t in types]),
         "n": len(right),
     }
 
