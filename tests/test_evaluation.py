@@ -21,6 +21,7 @@ from xlxmert.evaluation.evaluator import (
     scene_targets,
 )
 from xlxmert.evaluation.fidelity import frechet_distance, inception_score, load_feature_network
+from xlxmert.evaluation.matcher_training import MatcherTrainingConfig
 from xlxmert.evaluation.report import (
     EvaluationConfig,
     EvaluationSuite,
@@ -33,7 +34,6 @@ from xlxmert.evaluation.rprecision import (
     CATEGORIES,
     ImageTextMatcher,
     MatcherConfig,
-    MatcherTrainingConfig,
     category_slots,
     fill_slot,
     hard_negatives,

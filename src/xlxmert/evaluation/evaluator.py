@@ -19,6 +19,8 @@ p(place) × p(colour–shape pair) its IS classes (:class:`EvaluatorFeatures`,
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,8 @@ from xlxmert.data.shapes import world
 from xlxmert.data.shapes.scene import Scene, SceneObject
 from xlxmert.errors import XLXMERTError
 from xlxmert.evaluation.split import EvalExample, images_uint8, load_example_images, load_examples, to_float
+from xlxmert.utils.checkpoint import CHECKPOINT_DIR, LoopCheckpoints
+from xlxmert.utils.config import config_to_dict
 from xlxmert.utils.seeding import torch_generator
 from xlxmert.utils.weights import PretrainedMixin
 
@@ -330,10 +334,13 @@ def train_evaluator(
     training: EvaluatorTrainingConfig | None = None,
     n: int | None = None,
     progress: bool = True,
+    checkpoint_every: int = 500,
 ) -> ShapeSceneEvaluator:
-    """Train the evaluator on ``data_root/split`` and save it to ``out`` (config + safetensors).
+    """Train the evaluator on ``data_root/split`` and save it to ``out`` (config + safetensors, and
+    ``training.json``: the loss of every step).
 
-    Returns the trained (eval-mode) network. ``steps`` overrides ``training.steps``.
+    Returns the trained (eval-mode) network. ``steps`` overrides ``training.steps``. A killed run
+    resumes exactly from ``out/checkpoints`` (deleted once the network is saved).
     """
     config = config or EvaluatorConfig()
     training = training or EvaluatorTrainingConfig()
@@ -342,8 +349,11 @@ def train_evaluator(
     examples = load_examples(data_root, split, n)
     images = images_uint8(load_example_images(examples), config.image_size)
     targets = scene_targets([ex.scene for ex in examples], config)
-    model = train_on_tensors(images, targets, config, training, progress)
+    ckpt_dir = Path(out) / CHECKPOINT_DIR
+    model, losses = train_on_tensors(images, targets, config, training, progress, ckpt_dir, checkpoint_every)
     model.save_pretrained(out)
+    (Path(out) / "training.json").write_text(json.dumps({"losses": losses}) + "\n")
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
     return model
 
 
@@ -353,8 +363,11 @@ def train_on_tensors(
     config: EvaluatorConfig,
     training: EvaluatorTrainingConfig,
     progress: bool = True,
-) -> ShapeSceneEvaluator:
-    """The training loop: ``images: ByteTensor[N, 3, S, S]`` and their targets."""
+    checkpoint_dir: Path | None = None,
+    checkpoint_every: int = 500,
+) -> tuple[ShapeSceneEvaluator, list[float]]:
+    """The training loop: ``images: ByteTensor[N, 3, S, S]`` and their targets. Returns the network
+    and the loss of every step; with ``checkpoint_dir``, checkpoints there (and resumes)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)  # init only; the caller's RNG is left as it was
         model = ShapeSceneEvaluator(config)
@@ -367,8 +380,22 @@ def train_on_tensors(
     )
     model.train()
     n = images.shape[0]
-    bar = tqdm(range(training.steps), desc="evaluator", disable=not progress)
-    for _ in bar:
+    start, losses = 0, []
+    if checkpoint_dir is not None:
+        settings = dict(config=config_to_dict(config), training=config_to_dict(training), n=n)
+        ckpt = LoopCheckpoints(
+            checkpoint_dir, checkpoint_every, settings, model=model, opt=opt, sched=sched, gen=gen
+        )
+        start, extra = ckpt.resume()
+        losses = list(extra.get("losses", []))
+    bar = tqdm(
+        range(start, training.steps),
+        initial=start,
+        total=training.steps,
+        desc="evaluator",
+        disable=not progress,
+    )
+    for step in bar:
         idx = torch.randint(0, n, (min(training.batch_size, n),), generator=gen)
         x = to_float(images[idx])
         if training.noise_std > 0:
@@ -380,8 +407,11 @@ def train_on_tensors(
         opt.step()
         sched.step()
         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        losses.append(loss.item())
+        if checkpoint_dir is not None:
+            ckpt.maybe_save(step + 1, training.steps, losses=losses)
     model.eval()
-    return model
+    return model, losses
 
 
 # ---------------------------------------------------------------------- accuracy on original images

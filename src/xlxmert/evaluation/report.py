@@ -45,14 +45,8 @@ from xlxmert.evaluation.evaluator import (
     train_evaluator,
 )
 from xlxmert.evaluation.fidelity import frechet_distance, inception_score, load_feature_network
-from xlxmert.evaluation.rprecision import (
-    CATEGORIES,
-    ImageTextMatcher,
-    MatcherConfig,
-    MatcherTrainingConfig,
-    r_precision,
-    train_matcher,
-)
+from xlxmert.evaluation.matcher_training import MatcherTrainingConfig, train_matcher
+from xlxmert.evaluation.rprecision import CATEGORIES, ImageTextMatcher, MatcherConfig, r_precision
 from xlxmert.evaluation.semantic import fact_scores, semantic_accuracy
 from xlxmert.evaluation.split import EvalExample, load_examples
 from xlxmert.evaluation.tasks import (

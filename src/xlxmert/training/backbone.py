@@ -30,6 +30,8 @@ from xlxmert.data.images import load_image
 from xlxmert.data.shapes import load_scenes
 from xlxmert.data.shapes.render import object_mask
 from xlxmert.errors import XLXMERTError
+from xlxmert.utils.checkpoint import CHECKPOINT_DIR, LoopCheckpoints
+from xlxmert.utils.config import config_to_dict
 from xlxmert.utils.seeding import torch_generator
 from xlxmert.visual.backbones import COLORS, PLACES, SHAPES, ShapesBackbone, ShapesBackboneConfig
 from xlxmert.visual.grid import grid_pool
@@ -203,11 +205,15 @@ def train_backbone(
     lr: float = 2e-3,
     val_split: str | None = "val",
     max_images: int | None = None,
+    checkpoint_every: int = 250,
 ) -> dict:
     """Train a :class:`ShapesBackbone` on ``DATA/train``; save it to ``out``; return val metrics.
 
-    ``out`` gets ``config.json`` + ``model.safetensors`` and ``training.json`` (loss curve ends and
-    per-cell val accuracy for each training grid). ``max_images`` caps the images loaded per split.
+    ``out`` gets ``config.json`` + ``model.safetensors`` and ``training.json`` (the loss of every
+    step, its ends and per-cell val accuracy for each training grid). ``max_images`` caps the
+    images loaded per split. Every ``checkpoint_every`` steps a checkpoint goes to
+    ``out/checkpoints`` (utils.checkpoint); rerunning a killed run resumes it exactly, and the
+    checkpoints are deleted once the backbone is saved.
     """
     size = config.image_size
     if any(size % n for n in config.train_grid_sizes) or size % config.stride:
@@ -222,9 +228,15 @@ def train_backbone(
     model = ShapesBackbone(config)
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(1, steps), pct_start=0.1)
-    losses = []
-    bar = trange(steps, desc="backbone", disable=not progress)
-    for _ in bar:
+    parts = dict(model=model, optimizer=opt, scheduler=sched, generator=gen)
+    settings = dict(config=config_to_dict(config), steps=steps, batch_size=batch_size, seed=seed, lr=lr)
+    ckpt = LoopCheckpoints(
+        Path(out) / CHECKPOINT_DIR, checkpoint_every, {**settings, "max_images": max_images}, **parts
+    )
+    start, extra = ckpt.resume()
+    losses = list(extra.get("losses", []))
+    bar = trange(start, steps, initial=start, total=steps, desc="backbone", disable=not progress)
+    for step in bar:
         model.train()
         rows = torch.randint(len(train), (batch_size,), generator=gen)
         loss = cell_losses(model, *train.batch(rows, augment=True, gen=gen), config.train_grid_sizes)
@@ -234,6 +246,7 @@ def train_backbone(
         sched.step()
         losses.append(loss.item())
         bar.set_postfix(loss=f"{loss.item():.3f}")
+        ckpt.maybe_save(step + 1, steps, losses=losses)
     model.eval()
     k = max(1, min(20, len(losses) // 10))
     metrics = {
@@ -241,7 +254,9 @@ def train_backbone(
         "first_loss": float(np.mean(losses[:k])) if losses else None,
         "last_loss": float(np.mean(losses[-k:])) if losses else None,
         "val": [evaluate_cells(model, val, n) for n in config.train_grid_sizes] if val is not None else [],
+        "losses": losses,
     }
     model.save_pretrained(out)
     (Path(out) / METRICS_NAME).write_text(json.dumps(metrics, indent=1) + "\n")
+    ckpt.remove()
     return metrics

@@ -20,6 +20,7 @@ so a checkpoint can never run code.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import warnings
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from xlxmert.errors import XLXMERTError
@@ -142,3 +144,62 @@ def load_latest_checkpoint(folder: str | Path) -> Checkpoint | None:
     if folders:
         raise XLXMERTError(f"every checkpoint in {folder} is damaged; delete {folder} to start the run over")
     return None
+
+
+class LoopCheckpoints:
+    """Checkpoints of a simple training loop: named parts saved and restored together.
+
+    ``parts``: objects with ``state_dict()``/``load_state_dict()`` (models, optimisers,
+    schedulers), ``torch.Generator``s and NumPy ``Generator``s. ``settings``: a JSON-ready dict of
+    what must not change between a run and its resumption (else an :class:`XLXMERTError`)::
+
+        ckpt = LoopCheckpoints(out / CHECKPOINT_DIR, every, settings, model=model, opt=opt, gen=gen)
+        start, extra = ckpt.resume()            # (0, {}) on a fresh run
+        for step in range(start, steps):
+            ...
+            ckpt.maybe_save(step + 1, steps, losses=losses)
+    """
+
+    def __init__(self, folder: str | Path, every: int, settings: dict[str, Any], **parts: Any) -> None:
+        if every < 1:
+            raise XLXMERTError(f"checkpoint_every must be at least 1, got {every}")
+        self.folder, self.every, self.parts = Path(folder), every, parts
+        self.settings = json.dumps(settings, sort_keys=True)
+
+    def resume(self) -> tuple[int, dict[str, Any]]:
+        """Restore the parts from the newest intact checkpoint; its step and its extra entries."""
+        ckpt = load_latest_checkpoint(self.folder)
+        if ckpt is None:
+            return 0, {}
+        if ckpt.state.get("settings") != self.settings:
+            raise XLXMERTError(
+                f"{self.folder} holds a run with other settings; rerun with the same ones to resume, "
+                f"or delete {self.folder} to start over"
+            )
+        for name, part in self.parts.items():
+            value = ckpt.state["parts"][name]
+            if isinstance(part, torch.Generator):
+                part.set_state(value)
+            elif isinstance(part, np.random.Generator):
+                part.bit_generator.state = json.loads(value)
+            else:
+                part.load_state_dict(value)
+        return ckpt.step, ckpt.state.get("extra", {})
+
+    def maybe_save(self, step: int, total: int, **extra: Any) -> Path | None:
+        """Save after every ``every`` steps and after the last (``step == total``)."""
+        if step % self.every and step != total:
+            return None
+        parts = {}
+        for name, part in self.parts.items():
+            if isinstance(part, torch.Generator):
+                parts[name] = part.get_state()
+            elif isinstance(part, np.random.Generator):
+                parts[name] = json.dumps(part.bit_generator.state)
+            else:
+                parts[name] = part.state_dict()
+        return save_checkpoint(self.folder, step, {"settings": self.settings, "parts": parts, "extra": extra})
+
+    def remove(self) -> None:
+        """Delete the checkpoints (the run's result is saved elsewhere)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
