@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -84,6 +85,23 @@ def test_make_paint_takes_the_model_from_the_environment(tmp_path, monkeypatch, 
     expected = PaintPipeline.from_pretrained(model)(caption).images[0]
     with Image.open(out) as painted:
         assert painted.size == (16, 16) and painted.convert("RGB").tobytes() == expected.tobytes()
+
+
+def test_the_shipped_model_paints_the_captions_colour():
+    # Beyond the background: the object's pixels have the caption's colour (within 40 per channel).
+    pipe = PaintPipeline.from_pretrained(SHIPPED)
+    colors = list(world.COLORS)
+    images = pipe([f"a large {c} circle in the snow" for c in colors], seed=0).images
+    dominant = []
+    for image in images:
+        pixels = np.asarray(image, dtype=np.float32).reshape(-1, 3)
+        share = {
+            c: float((np.abs(pixels - np.array(rgb)).max(1) < 40).mean()) for c, rgb in world.COLORS.items()
+        }
+        dominant.append(max(share, key=share.get))
+        assert max(share.values()) > 0.05  # an object of some world colour covers 5% of the image
+    right = sum(d == c for d, c in zip(dominant, colors))
+    assert right >= 5, dominant  # of 6 (chance 1/6; this model paints red as orange)
 
 
 def scenes_to_ask() -> list[Scene]:
