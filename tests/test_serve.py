@@ -83,6 +83,12 @@ def header_only_png(width: int, height: int) -> bytes:
     )
 
 
+def tiff_bytes() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(buf, format="TIFF")
+    return buf.getvalue()
+
+
 def events(body: str) -> list[tuple[str, dict]]:
     """Server-sent events as (event, data) pairs."""
     out = []
@@ -268,12 +274,14 @@ BAD = [
     ("GET", "/paint/stream", {"params": {"caption": ""}}, 422, "the caption is empty"),
     ("GET", "/paint/stream", {"params": {"steps": 2}}, 422, "caption: field required"),
     ("POST", "/caption", {"files": {"image": ("a.txt", b"hello, I am text\n" * 20, "text/plain")}}, 422,
-     "the upload 'image' is not an image this server can read"),
+     "the upload 'image' is not an image this server reads"),
     ("POST", "/caption", {"files": {"image": ("big.png", header_only_png(20000, 20000), "image/png")}}, 413,
      "has 400000000 pixels; this server decodes at most 16777216"),
     ("POST", "/caption", {"files": {"image": ("e.png", b"", "image/png")}}, 422,
      "the upload 'image' is empty"),
     ("POST", "/caption", {"data": {"seed": "1"}}, 422, "image: field required"),
+    ("POST", "/caption", {"files": {"image": ("s.tif", tiff_bytes(), "image/tiff")}}, 422,
+     "is not an image this server reads (PNG, JPEG, WEBP, BMP, GIF)"),
     ("POST", "/answer", {"files": {"image": ("s.png", b"PNG", "image/png")}}, 422,
      "question: field required"),
     ("POST", "/answer", {"files": {"image": ("a.txt", b"text", "text/plain")}, "data": {"question": "what"}},

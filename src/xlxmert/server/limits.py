@@ -21,6 +21,9 @@ from PIL import Image, UnidentifiedImageError
 
 from xlxmert.errors import XLXMERTError
 
+# Decoders an upload may reach (none that runs a helper program, as EPS runs Ghostscript).
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF")
+
 
 @dataclass(frozen=True)
 class ServerConfig:
@@ -201,7 +204,8 @@ def decode_image(data: bytes, field: str, config: ServerConfig) -> Image.Image:
 
     413 when the upload is larger than ``max_upload_bytes`` or its header declares more than
     ``max_image_pixels`` pixels (checked before the pixels are decoded: a small PNG that declares
-    20000×20000 is refused without allocating them); 422 when the bytes are not an image PIL reads.
+    20000×20000 is refused without allocating them); 422 when the bytes are not an image in one of
+    :data:`IMAGE_FORMATS`.
     """
     if not data:
         raise HTTPError(422, f"the upload {field!r} is empty; send an image file (PNG or JPEG)")
@@ -211,9 +215,12 @@ def decode_image(data: bytes, field: str, config: ServerConfig) -> Image.Image:
             f"the upload {field!r} is larger than {config.max_upload_bytes} bytes, the most this server "
             "takes; send a smaller image",
         )
-    unreadable = f"the upload {field!r} is not an image this server can read; send a PNG or JPEG file"
+    unreadable = (
+        f"the upload {field!r} is not an image this server reads ({', '.join(IMAGE_FORMATS)}); "
+        "send a PNG or JPEG file"
+    )
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as img:
             width, height = img.size
             if width * height > config.max_image_pixels:
                 raise _too_many_pixels(field, width * height, config)
