@@ -6,48 +6,58 @@ image, so painting (which re-predicts the grid many times for one caption) cache
 :meth:`XLxmertForPreTraining.encode_text`. Module names are the authors' (which are HuggingFace's),
 so their ``Epoch20_LXRT.pth`` loads with :meth:`load_reference_state_dict`.
 
-What X-LXMERT adds beside LXMERT, each named for the paper's concept:
-
-- the **grid embedder** (:meth:`XLxmertForPreTraining.visual_features`): an N×N grid of visual
-  words, each looked up in the frozen centroid matrix; masked cells get the learned ``mask_feat``
-  *before* the visual projection; cell boxes ``[j/N, i/N, (j+1)/N, (i+1)/N]`` are still encoded;
-  transformers' ``LxmertVisualFeatureEncoder`` then computes ``(LN(fc(feat)) + LN(fc(box))) / 2``;
-- the **CCC head** (:class:`ClusterClassificationHead`): cluster-centroid classification whose
-  output layer *is* the frozen centroid matrix (only its bias trains);
-- for the LXMERT+Grid baseline (``variant="lxmert-grid"``): exact features in and the
-  masked-feature regression head (:class:`MaskedFeatureRegressionHead`, MVFR).
+What X-LXMERT adds beside LXMERT (the grid embedder, the CCC head; for the LXMERT+Grid baseline,
+``variant="lxmert-grid"``, exact features in and the MVFR head) is shared with the single-stream
+family and lives in :mod:`xlxmert.models.grid_embedding`. Here the grid embedder's features go
+through transformers' ``LxmertVisualFeatureEncoder``: ``(LN(fc(feat)) + LN(fc(box))) / 2``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
-from safetensors.torch import load_file
-from torch import nn
 from transformers import LxmertConfig, LxmertModel
-from transformers.models.lxmert.modeling_lxmert import (
-    LxmertPredictionHeadTransform,
-    LxmertPreTrainingHeads,
-    LxmertVisualAnswerHead,
-)
+from transformers.models.lxmert.modeling_lxmert import LxmertPreTrainingHeads, LxmertVisualAnswerHead
 
 from xlxmert.errors import XLXMERTError
-from xlxmert.utils.config import load_config, save_config
-from xlxmert.utils.model_folder import update_model_index
-from xlxmert.utils.weights import load_weights, save_weights
+from xlxmert.models.grid_embedding import (
+    ANSWERS_FILE,
+    CENTROIDS_FILE,
+    ClusterClassificationHead,
+    FrozenCentroidLinear,
+    GridEmbeddingModel,
+    MaskedFeatureRegressionHead,
+    TextEncoding,
+    XLxmertOutput,
+    cell_positions,
+    extended_mask,
+    grid_size_of,
+    load_centroids,
+)
 from xlxmert.visual.grid import cell_boxes
+
+__all__ = [
+    "ANSWERS_FILE",
+    "CENTROIDS_FILE",
+    "ClusterClassificationHead",
+    "FrozenCentroidLinear",
+    "MaskedFeatureRegressionHead",
+    "TextEncoding",
+    "XLxmertConfig",
+    "XLxmertForPreTraining",
+    "XLxmertOutput",
+    "cell_boxes",
+    "cell_positions",
+    "config_for_data",
+    "grid_size_of",
+    "load_centroids",
+]
 
 VARIANTS = ("x-lxmert", "lxmert-grid")
 VISUAL_TARGETS = ("clusters", "regression")
-CENTROIDS_FILE = "centroids.safetensors"
-ANSWERS_FILE = "answers.json"
 
 
 # Chosen for a CPU by measurement (benchmarks/bench_pretrain.py): the shapes vocabulary's 16×16 grid
@@ -161,6 +171,11 @@ class XLxmertConfig:
         """M = grid_size², the number of visual tokens."""
         return self.grid_size * self.grid_size
 
+    @property
+    def exact_features(self) -> bool:
+        """Whether the model reads exact grid features (LXMERT+Grid) rather than visual words."""
+        return self.variant == "lxmert-grid"
+
     def lxmert_config(self) -> LxmertConfig:
         """The transformers ``LxmertConfig`` of the backbone (max positions 512 as in BERT, so
         bert-base-uncased / unc-nlp weights load)."""
@@ -184,205 +199,38 @@ class XLxmertConfig:
         )
 
 
-@dataclass
-class TextEncoding:
-    """Output of the language layers.
-
-    ``hidden: FloatTensor[B, L, H]``, ``attention_mask: LongTensor[B, L]``.
-    """
-
-    hidden: torch.Tensor
-    attention_mask: torch.Tensor
-
-
-@dataclass
-class XLxmertOutput:
-    """All heads' outputs for one forward pass (M = grid_size², V = vocab, K = clusters, A = answers).
-
-    ``mlm_logits [B, L, V]``; ``visual_logits [B, M, K]`` (CCC; None for the regression target);
-    ``visual_regression [B, M, D]`` (regression target; else None); ``itm_logits [B, 2]`` (index 1 =
-    matched); ``qa_logits [B, A]``; ``language_hidden [B, L, H]``; ``vision_hidden [B, M, H]``;
-    ``pooled [B, H]``.
-    """
-
-    mlm_logits: torch.Tensor
-    visual_logits: torch.Tensor | None
-    visual_regression: torch.Tensor | None
-    itm_logits: torch.Tensor
-    qa_logits: torch.Tensor
-    language_hidden: torch.Tensor
-    vision_hidden: torch.Tensor
-    pooled: torch.Tensor
-
-
-class FrozenCentroidLinear(nn.Module):
-    """Linear D→K whose weight is the frozen centroid matrix (a buffer) and whose bias trains."""
-
-    def __init__(self, centroids: torch.Tensor) -> None:
-        super().__init__()
-        # Not persistent: the centroids live in the vocabulary/ component, never in transformer/.
-        self.register_buffer("weight", centroids, persistent=False)
-        self.bias = nn.Parameter(torch.zeros(centroids.shape[0]))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight.to(x.dtype), self.bias.to(x.dtype))
-
-
-class ClusterClassificationHead(nn.Module):
-    """CCC (paper §5.1): dense, GELU, LayerNorm, Linear H→D, then the frozen centroids D→K.
-
-    ``forward(vision_hidden: FloatTensor[B, M, H]) -> logits FloatTensor[B, M, K]``.
-    """
-
-    def __init__(self, lxmert_config: LxmertConfig, centroids: torch.Tensor) -> None:
-        super().__init__()
-        self.transform = LxmertPredictionHeadTransform(lxmert_config)
-        self.linear_feat = nn.Linear(lxmert_config.hidden_size, centroids.shape[1])
-        self.out_cluster = FrozenCentroidLinear(centroids)
-
-    def forward(self, vision_hidden: torch.Tensor) -> torch.Tensor:
-        return self.out_cluster(self.linear_feat(self.transform(vision_hidden)))
-
-
-class MaskedFeatureRegressionHead(nn.Module):
-    """MVFR (LXMERT's masked visual feature regression): transform, then Linear H→D.
-
-    ``forward(vision_hidden: FloatTensor[B, M, H]) -> FloatTensor[B, M, D]``.
-    """
-
-    def __init__(self, lxmert_config: LxmertConfig, feature_dim: int) -> None:
-        super().__init__()
-        self.transform = LxmertPredictionHeadTransform(lxmert_config)
-        self.linear_feat = nn.Linear(lxmert_config.hidden_size, feature_dim)
-
-    def forward(self, vision_hidden: torch.Tensor) -> torch.Tensor:
-        return self.linear_feat(self.transform(vision_hidden))
-
-
-def cell_positions(grid_size: int, frequencies: int = 0) -> torch.Tensor:
-    """``FloatTensor[N*N, 4 + 4F]``: each cell's box ``[x0, y0, x1, y1]`` (:func:`cell_boxes`, the
-    LXMERT position input), then for f < F ``sin, cos`` of ``2^f·π·cx`` and of ``2^f·π·cy`` at the
-    cell's centre (cx, cy)."""
-    boxes = cell_boxes(grid_size)
-    if frequencies == 0:
-        return boxes
-    centres = (boxes[:, :2] + boxes[:, 2:]) / 2  # [M, 2]
-    angles = centres[:, None, :] * (math.pi * 2.0 ** torch.arange(frequencies, dtype=torch.float32))[:, None]
-    waves = torch.stack(
-        [angles[..., 0].sin(), angles[..., 0].cos(), angles[..., 1].sin(), angles[..., 1].cos()], -1
-    )
-    return torch.cat([boxes, waves.reshape(len(boxes), -1)], dim=1)
-
-
-def _extended_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """[B, L] 1/0 mask → additive [B, 1, 1, L] mask (0 where attended, dtype-min where not)."""
-    mask = attention_mask[:, None, None, :].to(dtype)
-    return (1.0 - mask) * torch.finfo(dtype).min
-
-
-class XLxmertForPreTraining(nn.Module):
+class XLxmertForPreTraining(GridEmbeddingModel):
     """X-LXMERT (or LXMERT+Grid) with its pretraining heads.
 
     ``centroids: FloatTensor[K, D]`` is the frozen visual vocabulary (None: zeros, to be filled by
     :meth:`set_centroids`, :meth:`from_pretrained` or :meth:`load_reference_state_dict`).
     """
 
+    CONFIG_CLASS = XLxmertConfig
+
     def __init__(self, config: XLxmertConfig, centroids: torch.Tensor | None = None) -> None:
         super().__init__()
         self.config = config
         self.answers: list[str] | None = None
         lx = config.lxmert_config()
-        K, D = config.num_clusters, config.feature_dim
-        if centroids is None:
-            centroids = torch.zeros(K, D)
-        if tuple(centroids.shape) != (K, D):
-            raise XLXMERTError(
-                f"centroids have shape {tuple(centroids.shape)} but the config wants ({K}, {D}); "
-                "build the config from the vocabulary (num_clusters, feature_dim)"
-            )
         self.bert = LxmertModel(lx)
         self.cls = LxmertPreTrainingHeads(lx)
         self.answer_head = LxmertVisualAnswerHead(lx, config.num_answers)
-        # Learned stand-in for a masked cell's feature, fed through the same projection (init zeros).
-        self.mask_feat = nn.Parameter(torch.zeros(D))
-        self.register_buffer("centroids", centroids.detach().float().clone(), persistent=False)
-        # Per-dimension statistics of the centroids (derived, never saved): standardize_features.
-        self.register_buffer("feature_mean", torch.zeros(D), persistent=False)
-        self.register_buffer("feature_std", torch.ones(D), persistent=False)
-        self._update_feature_stats()
-        self.register_buffer(
-            "cell_positions",
-            cell_positions(config.grid_size, config.position_frequencies),
-            persistent=False,
-        )
-        if config.visual_target == "clusters":
-            out = self._standardized_centroids() if config.standardize_ccc_output else self.centroids
-            self.obj_predict_head: nn.Module = ClusterClassificationHead(lx, out)
-        else:
-            self.obj_predict_head = MaskedFeatureRegressionHead(lx, D)
+        self._build_grid_embedding(config, centroids, lx)
         for head in (self.cls, self.answer_head, self.obj_predict_head):
             head.apply(self._init_head)
         self.tie_weights()
 
-    # -- construction ---------------------------------------------------------------------------
-    @staticmethod
-    def _init_head(module: nn.Module) -> None:
-        # Same scheme as LxmertModel's own init (normal std 0.02, zero bias, unit LayerNorm).
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-        elif isinstance(module, FrozenCentroidLinear):
-            nn.init.zeros_(module.bias)
-
     def tie_weights(self) -> None:
         """MLM decoder = word embeddings (one Parameter, same storage), as in BERT."""
         self.cls.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
-
-    def _update_feature_stats(self) -> None:
-        """Mean and std per dimension. A dimension whose std is under 1e-3 of the largest is left
-        unscaled (std 1): it is constant up to noise (e.g. a backbone prediction channel that the
-        training data never turn on), and dividing would blow that noise up to the scale of the
-        informative dimensions."""
-        with torch.no_grad():
-            c = self.centroids
-            self.feature_mean.copy_(c.mean(0))
-            std = c.std(0) if c.shape[0] > 1 else torch.ones_like(c[0])
-            floor = max(1e-6, 1e-3 * float(std.max()))
-            self.feature_std.copy_(torch.where(std > floor, std, torch.ones_like(std)))
-
-    def _standardized_centroids(self) -> torch.Tensor:
-        """``FloatTensor[K, D]``: the centroids by the per-dimension statistics."""
-        return (self.centroids - self.feature_mean) / self.feature_std
-
-    def set_centroids(self, centroids: torch.Tensor) -> None:
-        """Copy ``centroids: FloatTensor[K, D]`` into the frozen lookup and the CCC output layer
-        (the same centroids, or standardized ones with ``standardize_ccc_output``)."""
-        if tuple(centroids.shape) != tuple(self.centroids.shape):
-            raise XLXMERTError(
-                f"centroids of shape {tuple(centroids.shape)} do not fit this model "
-                f"({tuple(self.centroids.shape)}); rebuild the config from this vocabulary"
-            )
-        with torch.no_grad():
-            self.centroids.copy_(centroids.to(self.centroids))
-            self._update_feature_stats()
-            head = self.obj_predict_head
-            if isinstance(head, ClusterClassificationHead):
-                if self.config.standardize_ccc_output:
-                    head.out_cluster.weight.copy_(self._standardized_centroids())
-                elif head.out_cluster.weight is not self.centroids:
-                    # .to(device) moves each registration of a shared buffer separately.
-                    head.out_cluster.weight.copy_(self.centroids)
 
     # -- forward ---------------------------------------------------------------------------------
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextEncoding:
         """Embeddings + language layers only: ``input_ids, attention_mask: LongTensor[B, L]``."""
         token_types = torch.zeros_like(input_ids)
         hidden = self.bert.embeddings(input_ids, token_types)
-        extended = _extended_mask(attention_mask, hidden.dtype)
+        extended = extended_mask(attention_mask, hidden.dtype)
         for layer in self.bert.encoder.layer:
             hidden = layer(hidden, extended)[0]
         return TextEncoding(hidden=hidden, attention_mask=attention_mask)
@@ -441,7 +289,7 @@ class XLxmertForPreTraining(nn.Module):
                 raise XLXMERTError("give input_ids and attention_mask, or a text_encoding")
             text_encoding = self.encode_text(input_ids, attention_mask)
         lang = text_encoding.hidden
-        lang_mask = _extended_mask(text_encoding.attention_mask, lang.dtype)
+        lang_mask = extended_mask(text_encoding.attention_mask, lang.dtype)
         feats = self.visual_features(visual_ids, visual_feats, visual_mask)
         positions = self.cell_positions.to(feats.dtype).expand(feats.shape[0], -1, -1)
         vision = self.bert.encoder.visn_fc(feats, positions)
@@ -451,55 +299,7 @@ class XLxmertForPreTraining(nn.Module):
             lang, vision = layer(lang, lang_mask, vision, None)[:2]
         pooled = self.bert.pooler(lang)
         mlm_logits, itm_logits = self.cls(lang, pooled)
-        visual_out = self.obj_predict_head(vision)
-        clusters = self.config.visual_target == "clusters"
-        return XLxmertOutput(
-            mlm_logits=mlm_logits,
-            visual_logits=visual_out if clusters else None,
-            visual_regression=None if clusters else visual_out,
-            itm_logits=itm_logits,
-            qa_logits=self.answer_head(pooled),
-            language_hidden=lang,
-            vision_hidden=vision,
-            pooled=pooled,
-        )
-
-    def predict_visual(
-        self,
-        text_encoding: TextEncoding,
-        visual_ids: torch.Tensor | None = None,
-        visual_mask: torch.Tensor | None = None,
-        visual_feats: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """CCC logits ``[B, M, K]`` (or regressed features ``[B, M, D]``) for a cached caption."""
-        out = self.forward(None, None, visual_ids, visual_feats, visual_mask, text_encoding=text_encoding)
-        return out.visual_logits if out.visual_logits is not None else out.visual_regression
-
-    # -- persistence -----------------------------------------------------------------------------
-    def save_pretrained(self, model_dir: str | Path) -> Path:
-        """Write ``model_dir/transformer/`` (config.json, model.safetensors, answers.json) and update
-        ``model_index.json``. Centroids are not written: they live in ``model_dir/vocabulary/``."""
-        folder = Path(model_dir) / "transformer"
-        save_config(self.config, folder)
-        save_weights(self, folder)
-        if self.answers is not None:
-            (folder / ANSWERS_FILE).write_text(json.dumps(self.answers, indent=1) + "\n")
-        update_model_index(model_dir)
-        return folder
-
-    @classmethod
-    def from_pretrained(cls, model_dir: str | Path) -> XLxmertForPreTraining:
-        """Load ``model_dir/transformer/`` with the centroids of ``model_dir/vocabulary/``."""
-        model_dir = Path(model_dir)
-        folder = model_dir / "transformer"
-        config = load_config(XLxmertConfig, folder)
-        centroids = load_centroids(model_dir / "vocabulary")
-        model = cls(config, centroids)
-        load_weights(model, folder)
-        answers = folder / ANSWERS_FILE
-        if answers.is_file():
-            model.answers = json.loads(answers.read_text())
-        return model
+        return self.heads_output(lang, vision, pooled, mlm_logits, itm_logits)
 
     def load_reference_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, list[str]]:
         """Load the authors' ``Epoch20_LXRT.pth`` layout (keys may start with ``module.``; HF's
@@ -531,32 +331,8 @@ class XLxmertForPreTraining(nn.Module):
         tied = {"cls.predictions.decoder.weight"}
         return {"missing": [k for k in missing if k not in tied], "unexpected": unexpected}
 
-    def num_parameters(self, trainable_only: bool = True) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
-
-
-def load_centroids(vocab_dir: str | Path) -> torch.Tensor:
-    """``FloatTensor[K, D]`` from ``vocab_dir/centroids.safetensors`` (key ``centroids``)."""
-    path = Path(vocab_dir) / CENTROIDS_FILE
-    if not path.is_file():
-        raise XLXMERTError(
-            f"no {CENTROIDS_FILE} in {vocab_dir}: build the vocabulary first (xlxmert vocab build)"
-        )
-    tensors = load_file(str(path))
-    if "centroids" not in tensors:
-        raise XLXMERTError(f"{path} has no 'centroids' tensor (keys: {sorted(tensors)})")
-    return tensors["centroids"].float()
-
 
 def config_for_data(config: XLxmertConfig, **data_sizes: int) -> XLxmertConfig:
     """``config`` with sizes that the data decide (vocab_size, grid_size, num_clusters, feature_dim,
     num_answers) replaced."""
     return dataclasses.replace(config, **data_sizes)
-
-
-def grid_size_of(num_cells: int) -> int:
-    """N for M = N² cells (error if M is not a square)."""
-    n = math.isqrt(num_cells)
-    if n * n != num_cells:
-        raise XLXMERTError(f"{num_cells} visual ids per image is not a square grid")
-    return n

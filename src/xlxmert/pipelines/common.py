@@ -12,7 +12,8 @@ from PIL import Image
 from xlxmert.data.images import load_image, pil_to_tensor
 from xlxmert.data.tokenizer import TextTokenizer, TokenizedText
 from xlxmert.errors import XLXMERTError
-from xlxmert.models.transformer import XLxmertForPreTraining
+from xlxmert.models.families import load_transformer
+from xlxmert.models.grid_embedding import GridEmbeddingModel
 from xlxmert.utils.hub import resolve_model_folder
 from xlxmert.utils.model_folder import component_dir, read_model_index, update_model_index
 from xlxmert.visual.grid import GridFeatureExtractor
@@ -21,8 +22,9 @@ from xlxmert.visual.vocabulary import VisualVocabulary
 ImageInput = Image.Image | str | Path
 
 
-def load_tokenizer_and_transformer(model_dir: str | Path) -> tuple[TextTokenizer, XLxmertForPreTraining]:
-    """The ``tokenizer/`` and ``transformer/`` components of a model folder (transformer in eval mode).
+def load_tokenizer_and_transformer(model_dir: str | Path) -> tuple[TextTokenizer, GridEmbeddingModel]:
+    """The ``tokenizer/`` and ``transformer/`` components of a model folder (transformer in eval mode,
+    of whichever family wrote it).
 
     Raises :class:`XLXMERTError` when the folder or a component is missing.
     """
@@ -30,7 +32,7 @@ def load_tokenizer_and_transformer(model_dir: str | Path) -> tuple[TextTokenizer
     tokenizer = TextTokenizer.from_pretrained(component_dir(model_dir, "tokenizer"))
     component_dir(model_dir, "transformer")
     component_dir(model_dir, "vocabulary")  # the transformer's centroids live there
-    transformer = XLxmertForPreTraining.from_pretrained(model_dir).eval()
+    transformer = load_transformer(model_dir).eval()
     return tokenizer, transformer
 
 
@@ -119,10 +121,10 @@ class ImageEncoder:
         self.vocabulary.save_pretrained(Path(model_dir) / "vocabulary")
 
 
-def visual_inputs(transformer: XLxmertForPreTraining, feats: torch.Tensor, ids: torch.Tensor) -> dict:
-    """Keyword arguments for the transformer's visual input: exact features for LXMERT+Grid,
-    visual-word ids for X-LXMERT."""
-    if transformer.config.variant == "lxmert-grid":
+def visual_inputs(transformer: GridEmbeddingModel, feats: torch.Tensor, ids: torch.Tensor) -> dict:
+    """Keyword arguments for the transformer's visual input: exact features for the +Grid variants,
+    visual-word ids for X-LXMERT and X-UNITER."""
+    if transformer.config.exact_features:
         return {"visual_feats": feats}
     return {"visual_ids": ids}
 
@@ -135,7 +137,7 @@ class ImageTextPipeline:
     """
 
     def __init__(
-        self, tokenizer: TextTokenizer, transformer: XLxmertForPreTraining, image_encoder: ImageEncoder
+        self, tokenizer: TextTokenizer, transformer: GridEmbeddingModel, image_encoder: ImageEncoder
     ) -> None:
         self.tokenizer = tokenizer
         self.transformer = transformer.eval()
