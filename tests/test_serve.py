@@ -364,8 +364,16 @@ def test_queue_waits_then_answers_503_with_retry_after(model_dir):
     assert app.state.slots.busy == 0 and app.state.slots.waiting == 0
 
 
-def test_a_client_leaving_mid_stream_frees_its_slot(model_dir):
+def test_a_client_leaving_mid_stream_frees_its_slot(model_dir, monkeypatch):
     app = create_app(model_dir, ServerConfig(max_concurrent=1, max_waiting=0))
+    painter = app.state.models.paint
+    decode = painter.decode
+
+    def slow_decode(values, seed=0, noise=None):  # each step takes 0.1 s: the client leaves first
+        time.sleep(0.1)
+        return decode(values, seed, noise)
+
+    monkeypatch.setattr(painter, "decode", slow_decode)
     params = {"caption": CAPTION, "sampler": "tl-br"}  # 16 steps: 17 events
     with BackgroundServer(app) as server, httpx.Client(base_url=server.url, timeout=30) as client:
         with client.stream("GET", "/paint/stream", params=params) as res:
@@ -377,9 +385,8 @@ def test_a_client_leaving_mid_stream_frees_its_slot(model_dir):
             time.sleep(0.05)
         health = client.get("/health").json()
         assert health["busy"] == 0 and health["abandoned"] == 1
-        assert (
-            client.post("/paint", json={"caption": CAPTION}).status_code == 200
-        )  # not 503: the slot is free
+        # Not 503 (no one may wait): the slot is free.
+        assert client.post("/paint", json={"caption": CAPTION, "steps": 1}).status_code == 200
 
 
 def test_serve_cli_binds_loopback_by_default_and_rejects_bad_settings(model_dir, monkeypatch, capsys):
