@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import inspect
 import io
 import json
 import logging
@@ -345,23 +346,19 @@ def create_app(model_dir: str | Path | None = None, config: ServerConfig | None 
     async def caption(
         image: Annotated[UploadFile, File(description="PNG or JPEG")],
         prefix: Annotated[str, Form(description="words the caption must start with")] = "",
+        num_captions: Annotated[int, Form(ge=1, le=10, description="captions to write, best first")] = 1,
         seed: Annotated[int, Form(ge=0, le=2**63 - 1)] = 0,
     ) -> dict:
         img = await _read_image(image, "image", config)
         if len(prefix) > config.max_caption_chars:
             check_text(prefix, "prefix", config.max_caption_chars)
         kwargs = {"seed": seed} | ({"prefix": prefix.strip()} if prefix.strip() else {})
+        if "num_captions" in inspect.signature(models.caption.__call__).parameters:
+            kwargs["num_captions"] = num_captions  # a pipeline that writes several per image
         out = await work(models.caption, [img], **kwargs)
-        captions = out.captions[0] if isinstance(out.captions[0], list) else out.captions[:1]
-        scores = getattr(out, "scores", None)
-        if scores is not None:
-            scores = scores[0] if isinstance(scores[0], (list, tuple)) else list(scores)[:1]
-        return {
-            "captions": [
-                {"caption": c, "score": None if scores is None else float(s)}
-                for c, s in zip(captions, scores if scores is not None else [None] * len(captions))
-            ]
-        }
+        scores = getattr(out, "scores", None)  # None from a pipeline that does not score captions
+        scores = [None] * len(out.captions) if scores is None else [round(float(x), 4) for x in scores]
+        return {"captions": [{"caption": c, "score": x} for c, x in zip(out.captions, scores)]}
 
     @app.post("/answer", summary="Answer a question about an uploaded image")
     async def answer(
