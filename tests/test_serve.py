@@ -403,7 +403,11 @@ def test_serve_cli_binds_loopback_by_default_and_rejects_bad_settings(model_dir,
     assert main(["serve", "--model", str(model_dir), "--max-concurrent", "3"]) == 0
     assert seen["host"] == "127.0.0.1" and seen["port"] == 8000
     assert seen["app"].state.config.max_concurrent == 3
-    assert "http://127.0.0.1:8000" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "http://127.0.0.1:8000" in err and "warning" not in err
+    assert main(["serve", "--model", str(model_dir), "--host", "0.0.0.0", "--port", "9000"]) == 0
+    assert seen["host"] == "0.0.0.0" and seen["port"] == 9000
+    assert "xlxmert: warning: --host 0.0.0.0 lets other machines reach this server" in capsys.readouterr().err
     assert main(["serve", "--model", str(model_dir), "--max-concurrent", "0"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("xlxmert: error: max_concurrent must be >= 1") and err.count("\n") == 1

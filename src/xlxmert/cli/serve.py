@@ -37,6 +37,12 @@ def _serve(args: argparse.Namespace) -> int:
         max_upload_bytes=args.max_upload_mb * 1024 * 1024,
     )
     model_dir = _model_dir(args)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"xlxmert: warning: --host {args.host} lets other machines reach this server; "
+            "it has no authentication",
+            file=sys.stderr,
+        )
     app = create_app(model_dir, config)
     print(
         f"xlxmert: serving {model_dir} on http://{args.host}:{args.port} "
