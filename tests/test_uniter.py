@@ -2,10 +2,12 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from test_pipelines_tiny import ANSWERS, GRID, D, K, build_tiny_model
+from test_pretrain import cli_args, metrics, tiny  # noqa: F401 - tiny: a fixture
 from xlxmert.models.families import (
     architecture_of,
     build_transformer,
@@ -189,3 +191,25 @@ def test_a_uniter_folder_paints_captions_and_answers_through_the_same_pipelines(
     assert answers.answers[0] in ANSWERS
     caption = CaptionPipeline.from_pretrained(folder)([image], prefix="a")
     assert caption.captions[0].startswith("a")
+
+
+def test_pretrain_cli_trains_a_uniter_and_its_folder_loads(tiny, tmp_path, capsys):  # noqa: F811
+    from xlxmert.cli import main
+
+    out = tmp_path / "run"
+    args = ["--architecture", "uniter", "--steps", "60", "--batch-size", "16", "--lr", "3e-3"]
+    args += ["--eval-every", "60", "--checkpoint-every", "60", "--no-qa", "--quiet"]
+    assert main(cli_args(tiny, out, *args)) == 0
+    assert "x-uniter" in capsys.readouterr().out
+    model = load_transformer(out)
+    assert isinstance(model, XUniterForPreTraining) and model.config.num_layers == 10
+    rows = metrics(out)
+    for name, fall in (("loss_ccc", 0.8), ("loss_mlm", 0.9)):
+        values = [v for _, split, m, v in rows if split == "train" and m == name]
+        assert len(values) == 20 and np.mean(values[-4:]) < fall * np.mean(values[:4]), name
+    # The +Grid variant reads the feature store and regresses it.
+    grid_out = tmp_path / "grid"
+    grid_args = ["--architecture", "uniter", "--variant", "grid", "--features", str(tiny["feats"])]
+    assert main(cli_args(tiny, grid_out, *grid_args, "--steps", "2", "--batch-size", "4", "--quiet")) == 0
+    assert load_transformer(grid_out).config.variant == "uniter-grid"
+    assert "loss_mvfr" in {m for _, _, m, _ in metrics(grid_out)}

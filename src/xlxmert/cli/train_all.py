@@ -91,6 +91,12 @@ def register(subparsers) -> None:
         help="pretraining: visual-masking, word-masking and matching batches per cycle (default 1,1,1)",
     )
     p.add_argument(
+        "--architecture",
+        choices=("lxmert", "uniter"),
+        default=None,
+        help="transformer family: LXMERT's two streams or UNITER's single stream",
+    )
+    p.add_argument(
         "--position-frequencies", type=int, default=None, help="transformer: Fourier octaves of positions"
     )
     p.add_argument(

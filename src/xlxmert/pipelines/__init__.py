@@ -35,7 +35,7 @@ def default_model_dir() -> Path:
         Path(sysconfig.get_path("data")) / "share" / "xlxmert" / "models" / DEFAULT_MODEL,
     )
     for folder in candidates:
-        if (folder / "model_index.json").is_file():
+        if folder.is_dir():
             return folder
     raise XLXMERTError(
         f"no model folder given and none found ({MODEL_ENV} is unset; looked in "

@@ -97,6 +97,7 @@ class TrainAllConfig:
     ccc_class_balance: float = 0.0  # PretrainConfig.ccc_class_balance
     task_ratio: tuple[int, int, int] = (1, 1, 1)  # PretrainConfig.task_ratio
     position_frequencies: int = 0  # XLxmertConfig.position_frequencies
+    architecture: str = "lxmert"  # the transformer family: "lxmert" or "uniter" (models.families)
     mixed_precision: str = "bf16"  # pretraining autocast: "no", "bf16" or "fp16"
     # Pretraining runs after the first, each from the previous one's weights.
     continuations: tuple[PretrainContinuation, ...] = _SHAPES_64_CONTINUATIONS
@@ -197,6 +198,7 @@ CLI_FLAGS = {
     "ccc_class_balance": "--ccc-class-balance",
     "task_ratio": "--task-ratio",
     "position_frequencies": "--position-frequencies",
+    "architecture": "--architecture",
     "caption_dropout": "--caption-dropout",
     "standardize_features": "--standardize-features",
     "standardize_ccc_output": "--standardize-ccc-output",
@@ -306,7 +308,7 @@ def _pretraining_folder(run: int) -> str:
 def _pretraining(run: int, work: Path, cfg: TrainAllConfig, progress: bool) -> dict[str, Any]:
     """Pretraining run ``run``: the recipe's settings, or continuation ``run - 1`` of them started
     from run ``run - 1``'s transformer."""
-    from xlxmert.models.transformer import XLxmertConfig
+    from xlxmert.models.families import transformer_config
     from xlxmert.training.pretrain import PretrainConfig, pretrain
 
     continuation = cfg.continuations[run - 2] if run > 1 else PretrainContinuation(cfg.pretrain_steps)
@@ -334,7 +336,8 @@ def _pretraining(run: int, work: Path, cfg: TrainAllConfig, progress: bool) -> d
         work / "vocab",
         work / "tokenizer",
         work / _pretraining_folder(run),
-        XLxmertConfig.from_preset(
+        transformer_config(
+            cfg.architecture,
             cfg.stage_preset,
             standardize_features=cfg.standardize_features,
             standardize_ccc_output=setting("standardize_ccc_output", cfg.standardize_ccc_output),
