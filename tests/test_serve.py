@@ -195,6 +195,20 @@ def test_a_failure_mid_stream_is_an_error_event_and_frees_the_slot(model_dir, mo
     assert app.state.slots.busy == 0
 
 
+def test_an_internal_error_is_a_one_line_500(model_dir, monkeypatch):
+    app = create_app(model_dir)
+    monkeypatch.setattr(app.state.models.paint, "decode", lambda *a, **k: 1 / 0)
+
+    async def go():
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            return await client.post("/paint", json={"caption": CAPTION})
+
+    res = asyncio.run(go())
+    assert res.status_code == 500 and res.json() == {"detail": "internal error: ZeroDivisionError"}
+    assert app.state.slots.busy == 0
+
+
 def test_stream_with_the_shipped_models_own_sampler_settings():
     try:
         shipped = default_model_dir()

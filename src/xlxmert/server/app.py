@@ -207,6 +207,10 @@ def create_app(model_dir: str | Path | None = None, config: ServerConfig | None 
     async def _library_error(request: Request, exc: XLXMERTError):
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception):  # logged by the server with its traceback
+        return JSONResponse({"detail": f"internal error: {type(exc).__name__}"}, status_code=500)
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
         return JSONResponse({"detail": _validation_detail(exc)}, status_code=422)
