@@ -209,6 +209,19 @@ def test_an_internal_error_is_a_one_line_500(model_dir, monkeypatch):
     assert app.state.slots.busy == 0
 
 
+def test_paint_steps_decodes_one_step_at_a_time(model_dir, monkeypatch):
+    painter = PaintPipeline.from_pretrained(model_dir)
+    options = dict(sampler="random", steps=6, seed=5, temperature=1.0)
+    strip = painter(CAPTION, return_intermediates=True, **options).intermediates[0]
+    decode, calls = painter.decode, []
+    monkeypatch.setattr(painter, "decode", lambda *a, **k: calls.append(1) or decode(*a, **k))
+    frames = painter.paint_steps(CAPTION, **options)
+    first = next(frames)
+    assert len(calls) == 1 and first.tobytes() == strip[0].tobytes()  # only the first step painted
+    rest = list(frames)
+    assert len(calls) == 6 and [f.tobytes() for f in rest] == [f.tobytes() for f in strip[1:]]
+
+
 def test_stream_with_the_shipped_models_own_sampler_settings():
     try:
         shipped = default_model_dir()
