@@ -1,0 +1,449 @@
+"""The metric functions' edges (issue 26's mutation testing): the official answer normalisation,
+breakdowns, single-example and empty inputs, one-line errors, batching, the PIL and uint8 paths.
+Each assertion is a value the metric's definition fixes, written out by hand."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from test_metrics_oracle import Flatten, OracleEvaluator, OracleMatcher
+from xlxmert.data.shapes.facts import check_caption
+from xlxmert.data.shapes.scene import Scene, SceneObject
+from xlxmert.errors import XLXMERTError
+from xlxmert.evaluation.evaluator import evaluator_accuracy, scene_signature
+from xlxmert.evaluation.fidelity import _FloatInput, frechet_distance, images_to_batches, inception_score
+from xlxmert.evaluation.rprecision import _rank_first, hard_negatives, r_precision
+from xlxmert.evaluation.semantic import fact_scores, semantic_accuracy
+from xlxmert.evaluation.split import EvalExample
+from xlxmert.evaluation.tasks import (
+    caption_correctness,
+    gqa_accuracy,
+    majority_answer,
+    nlvr2_accuracy,
+    nlvr2_sentence_key,
+    official_normalize,
+    question_only_answers,
+    score_gqa,
+    score_nlvr2,
+    score_vqa,
+    vqa_accuracy,
+    vqa_score,
+)
+
+RED_CIRCLE = Scene(1, "snow", (SceneObject("circle", "red", "large", 0.3, 0.5),))
+
+
+# ---------------------------------------------------------------------- official VQA normalisation
+@pytest.mark.parametrize(
+    "raw, normal",
+    [
+        ("Two", "2"),
+        ("none", "0"),
+        ("ten", "10"),
+        ("The red one.", "red 1"),
+        ("an apple", "apple"),
+        ("dont", "don't"),
+        ("couldntve", "couldn't've"),
+        ("shouldve", "should've"),
+        ("im", "i'm"),
+        ("well", "well"),
+        ("its", "its"),
+        ("1,000", "1000"),
+        ("yes, 1,000", "yes 1000"),
+        ("2.5", "2.5"),
+        ("end.", "end"),
+        ("red-ish", "red ish"),
+        ("red -ish", "red ish"),
+        ("yes!", "yes"),
+        ("(a) b", "b"),
+        ("  red\tcar\n", "red car"),
+        ("a;b/c", "b c"),
+    ],
+)
+def test_official_normalize(raw, normal):
+    assert official_normalize(raw) == normal
+
+
+def test_vqa_accuracy_of_one_or_no_answer_is_exact_match():
+    assert vqa_accuracy("Red.", ["red"]) == 1.0 and vqa_accuracy("blue", ["red"]) == 0.0
+    assert vqa_accuracy("red", []) == 0.0
+
+
+def test_score_vqa_breaks_down_by_question_and_answer_type():
+    records = [
+        {"answers": ["red"] * 10, "question_type": "what color", "answer_type": "other"},
+        {"answers": ["yes"] * 10, "question_type": "is there", "answer_type": "yes/no"},
+        {"answers": ["no"] * 10, "question_type": "is there", "answer_type": "yes/no"},
+        {"answers": ["2"] * 10},
+    ]
+    out = score_vqa(["red", "yes", "yes", "two"], records)
+    assert out["score"] == 0.75 and out["n"] == 4
+    assert out["per_question_type"] == {"all": 1.0, "is there": 0.5, "what color": 1.0}
+    assert out["per_answer_type"] == {"all": 1.0, "other": 1.0, "yes/no": 0.5}
+    assert score_vqa(["red"], records[:1])["score"] == 1.0
+    assert score_vqa([], [])["score"] == 0.0
+    with pytest.raises(ValueError):
+        score_vqa(["red"], records)
+
+
+def test_score_gqa_breaks_down_by_its_types():
+    types = {"structural": "query", "semantic": "attr", "detailed": "colorQuery"}
+    records = [
+        {"answer": "red", "types": types},
+        {"answer": "yes", "types": {"structural": "verify", "semantic": "obj", "detailed": "exist"}},
+        {"answer": "2"},
+    ]
+    out = score_gqa(["Red", "no", "two"], records)
+    assert out["accuracy"] == pytest.approx(2 / 3) and out["n"] == 3
+    assert out["per_structural_type"] == {"all": 1.0, "query": 1.0, "verify": 0.0}
+    assert out["per_semantic_type"] == {"all": 1.0, "attr": 1.0, "obj": 0.0}
+    assert out["per_detailed_type"] == {"all": 1.0, "colorQuery": 1.0, "exist": 0.0}
+    assert score_gqa(["red"], records[:1])["accuracy"] == 1.0 and score_gqa([], [])["accuracy"] == 0.0
+    with pytest.raises(ValueError):
+        score_gqa(["red"], records)
+
+
+def test_nlvr2_sentence_key_drops_the_pair_index():
+    assert nlvr2_sentence_key("dev-850-1-3") == "dev-850-3"
+    assert nlvr2_sentence_key("test1-7-0-0") == "test1-7-0"
+    assert nlvr2_sentence_key("a-b-c") == "a-b-c" and nlvr2_sentence_key("x") == "x"
+
+
+def test_score_nlvr2_accuracy_consistency_and_templates():
+    records = [
+        {"identifier": "dev-1-0-0", "sentence": "s", "label": True, "query": "more"},
+        {"identifier": "dev-1-1-0", "sentence": "s", "label": False, "query": "more"},
+        {"identifier": "dev-2-0-1", "sentence": "t", "label": True},
+        {"identifier": "dev-3-0-0", "sentence": "u", "label": False, "query": "same"},
+    ]
+    out = score_nlvr2([1, 0, 0, 0], records)
+    assert out["accuracy"] == 0.75 and out["n"] == 4
+    assert out["consistency"] == pytest.approx(2 / 3) and out["sentences"] == 3
+    assert out["consistency_groups"] == "identifier"
+    assert out["per_template"] == {"all": 0.0, "more": 1.0, "same": 1.0}
+    # One pair per identifier: grouped by the sentence text (lower case, spaces collapsed).
+    texts = [
+        {"identifier": f"x-{i}-0-0", "sentence": s, "label": True} for i, s in enumerate(["A  b", "a b", "c"])
+    ]
+    out = score_nlvr2([True, False, True], texts)
+    assert out["consistency_groups"] == "sentence text" and out["sentences"] == 2
+    assert out["consistency"] == 0.5
+    no_ids = [{"sentence": "s", "label": False}]
+    assert score_nlvr2([False], no_ids)["consistency"] == 1.0 and score_nlvr2([], [])["accuracy"] == 0.0
+
+
+def test_majority_and_question_only_baselines():
+    assert majority_answer(["b", "a", "a", "b", "c"]) == "b"  # a tie: the first seen
+    assert majority_answer(["x"]) == "x"
+    with pytest.raises(XLXMERTError, match="no training answers"):
+        majority_answer([])
+    train = ["What color?", "what  color?", "what color?", "how many", "how many"]
+    answers = ["red", "blue", "blue", "2", "3"]
+    assert question_only_answers(train, answers, ["WHAT color?", "how many", "never seen"]) == [
+        "blue",
+        "2",
+        "blue",
+    ]
+    with pytest.raises(ValueError):
+        question_only_answers(train, answers[:2], ["how many"])
+
+
+# ---------------------------------------------------------------------- the task loops on files
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    from xlxmert.data.shapes.generate import generate_split
+
+    root = tmp_path_factory.mktemp("edges")
+    generate_split(root, "test", 12, size=64, seed=3, progress=False)
+    return root
+
+
+def test_task_loops_batch_and_limit(small, capsys):
+    calls = []
+
+    def answer(images, questions):
+        calls.append(len(images))
+        assert all(isinstance(img, Image.Image) for img in images)
+        return ["yes"] * len(questions)
+
+    n_questions = len(json.loads((small / "test" / "questions_test.json").read_text())["questions"])
+    assert vqa_score(small, "test", answer)["n"] == n_questions
+    assert calls[0] == 32 and sum(calls) == n_questions  # the documented default batch
+    calls.clear()
+    assert vqa_score(small, "test", answer, n=7, batch_size=3)["n"] == 7 and calls == [3, 3, 1]
+    calls.clear()
+    assert gqa_accuracy(small, "test", answer, n=5, batch_size=2)["n"] == 5 and calls == [2, 2, 1]
+    judged = []
+
+    def judge(left, right, sentences):
+        judged.append(len(sentences))
+        return [True] * len(sentences)
+
+    assert nlvr2_accuracy(small, "test", judge, n=5, batch_size=2)["n"] == 5 and judged == [2, 2, 1]
+    assert capsys.readouterr().err == ""  # no progress bar unless asked for
+
+
+def test_task_loops_report_bad_answers_and_files_in_one_line(small, tmp_path):
+    with pytest.raises(XLXMERTError, match=r"answer_fn returned 1 answers for 2 questions"):
+        vqa_score(small, "test", lambda images, qs: ["yes"], n=2, batch_size=2)
+    with pytest.raises(XLXMERTError, match=r"answer_fn returned 0 answers for 1 questions"):
+        gqa_accuracy(small, "test", lambda images, qs: [], n=1)
+    with pytest.raises(XLXMERTError, match=r"judge_fn returned 3 labels for 2 statements"):
+        nlvr2_accuracy(small, "test", lambda a, b, s: [True] * 3, n=2, batch_size=2)
+    # A question about an unknown image, an unannotated question.
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(small, broken)
+    qfile = broken / "test" / "questions_test.json"
+    questions = json.loads(qfile.read_text())
+    questions["questions"][0]["image_id"] = 999
+    qfile.write_text(json.dumps(questions))
+    with pytest.raises(XLXMERTError, match=r"refers to unknown image 999"):
+        vqa_score(broken, "test", lambda images, qs: ["yes"] * len(qs))
+    questions["questions"][0]["image_id"] = questions["questions"][1]["image_id"]
+    questions["questions"][0]["question_id"] = 123456
+    qfile.write_text(json.dumps(questions))
+    with pytest.raises(XLXMERTError, match=r"question 123456 has no annotation in annotations_test.json"):
+        vqa_score(broken, "test", lambda images, qs: ["yes"] * len(qs))
+    gfile = broken / "test" / "gqa_test.json"
+    gqa = json.loads(gfile.read_text())
+    first = next(iter(gqa))
+    gqa[first]["imageId"] = "nowhere"
+    gfile.write_text(json.dumps(gqa))
+    with pytest.raises(XLXMERTError, match=r"GQA question refers to unknown image 'nowhere'"):
+        gqa_accuracy(broken, "test", lambda images, qs: ["yes"] * len(qs))
+
+
+def test_task_loops_find_images_by_file_stem(small, tmp_path):
+    # GQA's imageId may be the file's stem (the real GQA's "n161313") instead of the COCO id.
+    import shutil
+
+    copy = tmp_path / "stems"
+    shutil.copytree(small, copy)
+    coco = json.loads((copy / "test" / "captions_test.json").read_text())
+    stem_of = {str(im["id"]): im["file_name"].split("/")[-1].removesuffix(".png") for im in coco["images"]}
+    gfile = copy / "test" / "gqa_test.json"
+    gqa = json.loads(gfile.read_text())
+    for rec in gqa.values():
+        rec["imageId"] = stem_of[str(rec["imageId"])]
+    gfile.write_text(json.dumps(gqa))
+    answers = [r["answer"] for r in gqa.values()]
+    it = iter(answers)
+    assert gqa_accuracy(copy, "test", lambda images, qs: [next(it) for _ in qs])["accuracy"] == 1.0
+
+
+def test_caption_correctness_single_caption_and_errors():
+    assert check_caption("a red circle", RED_CIRCLE) == (1, 1)
+    assert caption_correctness(["a red circle"], [RED_CIRCLE]) == {"facts_true": 1.0, "all_true": 1.0, "n": 1}
+    assert caption_correctness(["a blue circle"], [RED_CIRCLE])["facts_true"] == 0.0
+    assert caption_correctness([], []) == {"facts_true": 0.0, "all_true": 0.0, "n": 0}
+    with pytest.raises(XLXMERTError, match=r"caption_correctness: 2 captions for 1 scenes"):
+        caption_correctness(["a", "b"], [RED_CIRCLE])
+
+
+# ---------------------------------------------------------------------- FID / IS inputs
+def _pil(images: torch.Tensor) -> list[Image.Image]:
+    arr = images.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return [Image.fromarray(a) for a in arr]
+
+
+def test_images_to_batches_from_tensors_and_pil_images():
+    g = torch.Generator().manual_seed(0)
+    uint8 = torch.randint(0, 256, (7, 3, 2, 2), generator=g, dtype=torch.uint8)
+    images = uint8.float().div(127.5).sub(1)
+    batches = list(images_to_batches(images, batch_size=3))
+    assert [b.shape[0] for b in batches] == [3, 3, 1] and torch.equal(torch.cat(batches), images)
+    from_pil = list(images_to_batches(_pil(images), batch_size=3))
+    assert [b.shape[0] for b in from_pil] == [3, 3, 1]
+    torch.testing.assert_close(torch.cat(from_pil), images)
+    assert [b.shape[0] for b in images_to_batches(images)] == [7]  # default batch 64
+    assert [b.shape[0] for b in images_to_batches(_pil(images))] == [7]
+
+
+def test_float_input_reads_uint8_as_minus_one_to_one_and_flattens():
+    seen = []
+
+    class Probe(nn.Module):
+        def forward(self, x):
+            seen.append(x)
+            return x[:, :, :1, :1] * 2  # [B, 3, 1, 1]
+
+    wrapped = _FloatInput(Probe(), num_features=3)
+    assert wrapped.num_features == 3 and not hasattr(_FloatInput(Probe()), "num_features")
+    out = wrapped(torch.tensor([[[[0, 255]], [[255, 0]], [[0, 0]]]], dtype=torch.uint8))
+    assert torch.equal(seen[-1], torch.tensor([[[[-1.0, 1.0]], [[1.0, -1.0]], [[-1.0, -1.0]]]]))
+    assert torch.equal(out, torch.tensor([[-2.0, 2.0, -2.0]]))
+    assert torch.equal(wrapped(torch.ones(1, 3, 2, 2)), torch.full((1, 3), 2.0))  # floats kept
+
+
+def test_fid_and_is_of_pil_images_equal_those_of_tensors():
+    g = torch.Generator().manual_seed(2)
+    real = torch.randint(0, 256, (40, 3, 2, 2), generator=g).float().div(127.5).sub(1)
+    fake = torch.randint(0, 200, (40, 3, 2, 2), generator=g).float().div(127.5).sub(1)
+    from_tensors = frechet_distance(real, fake, Flatten(), num_features=12, batch_size=7)
+    from_pil = frechet_distance(_pil(real), _pil(fake), Flatten())  # features probed from an image
+    assert from_tensors > 0.1 and from_pil == pytest.approx(from_tensors, rel=1e-4)
+    with pytest.raises(XLXMERTError, match=r"FID needs at least 2 images per set \(got 1 real, 40 fake\)"):
+        frechet_distance(real[:1], fake, Flatten())
+
+    class Logits(nn.Module):
+        def forward(self, x):
+            return x.flatten(1)[:, :4] * 3
+
+    is_tensor = inception_score(real, Logits(), splits=1, batch_size=7)
+    is_pil = inception_score(_pil(real), Logits(), splits=1)
+    assert is_pil[0] == pytest.approx(is_tensor[0], rel=1e-5) and is_tensor[0] > 1.01
+    # More splits than images: one split per image (each image alone has IS 1).
+    assert inception_score(real[:3], Logits(), splits=10)[0] == pytest.approx(1.0)
+    mean, std = inception_score(real, Logits())  # 10 splits of 4, shuffled with the seed
+    assert std > 0 and (mean, std) == inception_score(real, Logits(), seed=0)
+    assert inception_score(real, Logits(), seed=1) != (mean, std)
+
+
+# ---------------------------------------------------------------------- R-precision, semantic, facts
+def _world(n: int = 12):
+    scenes = [
+        Scene(i, place, (SceneObject(shape, color, "large", 0.3, 0.5),))
+        for i, (place, color, shape) in enumerate(
+            (p, c, s)
+            for p in ("snow", "night")
+            for c in ("red", "blue", "green")
+            for s in ("circle", "square")
+        )
+    ][:n]
+    captions = [
+        f"a {s.objects[0].color} {s.objects[0].shape} {'in the snow' if s.place == 'snow' else 'at night'}"
+        for s in scenes
+    ]
+    images = torch.stack([torch.full((3, 4, 4), -1.0 + 2 * i / 255) for i in range(n)])
+    return images, captions, scenes
+
+
+def test_rank_first_counts_ties_as_misses():
+    scores = torch.tensor([[2.0, 1.0, 1.5], [1.0, 1.0, 0.0], [0.5, 0.9, 0.1]])
+    assert _rank_first(scores).tolist() == [True, False, False]
+
+
+def test_r_precision_checks_its_inputs_and_reports_missing_categories():
+    images, captions, scenes = _world()
+    matcher = OracleMatcher(images, captions)
+    with pytest.raises(XLXMERTError, match=r"r_precision: 12 images, 11 captions, 12 scenes"):
+        r_precision(matcher, images, captions[:11], scenes)
+    with pytest.raises(XLXMERTError, match=r"r_precision: 12 images, 12 captions, 11 scenes"):
+        r_precision(matcher, images, captions, scenes[:11])
+    with pytest.raises(XLXMERTError, match="at least 2 images"):
+        r_precision(matcher, images[:1], captions[:1], scenes[:1])
+    out = r_precision(matcher, images, captions, scenes, easy_negatives=30, hard_count=3, batch_size=5)
+    assert out["easy"] == 1.0 and out["hard"] == 1.0  # 30 negatives from 11 captions: drawn again
+    assert out["hard_number"] is None and out["n_hard_number"] == 0  # no caption has a number
+    assert out["n_hard_color"] == 12 and out["n_hard"] == 12
+    same = ["a red circle in the snow"] * 2
+    twin = r_precision(OracleMatcher(images[:2], same), images[:2], same, scenes[:1] * 2, easy_negatives=3)
+    assert twin["easy"] == 0.0  # only identical captions to draw from: a tie with itself
+
+
+def test_hard_negatives_draw_without_repetition_while_the_pool_lasts():
+    rng = np.random.default_rng(0)
+    pool_size = len(set(hard_negatives("a red circle in the snow", RED_CIRCLE, rng, n=100)))
+    few = hard_negatives("a red circle in the snow", RED_CIRCLE, rng, n=3)
+    assert len(few) == len(set(few)) == 3
+    many = hard_negatives("a red circle in the snow", RED_CIRCLE, rng, n=pool_size + 4)
+    assert len(many) == pool_size + 4 and len(set(many)) == pool_size
+    assert hard_negatives("shapes", RED_CIRCLE, rng) == []
+    with pytest.raises(XLXMERTError, match="unknown category 'size'"):
+        hard_negatives("a red circle", RED_CIRCLE, rng, category="size")
+
+
+def test_semantic_accuracy_checks_inputs_and_empty_categories():
+    images, captions, scenes = _world(4)
+    matcher = OracleMatcher(images, captions)
+    with pytest.raises(XLXMERTError, match=r"semantic_accuracy: 4 images, 3 captions, 4 scenes"):
+        semantic_accuracy(matcher, images, captions[:3], scenes)
+    with pytest.raises(XLXMERTError, match=r"semantic_accuracy: 4 images, 4 captions, 3 scenes"):
+        semantic_accuracy(matcher, images, captions, scenes[:3])
+    out = semantic_accuracy(matcher, images, captions, scenes, batch_size=3)
+    assert out["shape"] == out["color"] == 1.0 and out["n_shape"] == 4  # places are no category
+    assert out["number"] is None and out["position"] is None and out["n_number"] == 0
+    assert out["mean"] == 1.0
+    none = semantic_accuracy(matcher, images[:1], ["shapes"], scenes[:1])
+    assert none["mean"] is None and none["n_color"] == 0
+
+
+def test_semantic_accuracy_counts_a_filler_that_keeps_the_caption_true():
+    # Two circles (red, blue): restoring "red" as "blue" keeps "a blue circle" true of the scene.
+    scene = Scene(
+        0,
+        "snow",
+        (SceneObject("circle", "red", "large", 0.3, 0.5), SceneObject("circle", "blue", "large", 0.7, 0.5)),
+    )
+    image = torch.zeros(1, 3, 4, 4)
+
+    class PrefersBlue(nn.Module):
+        def score(self, images, rows):
+            return torch.tensor([[float("blue" in c) for c in row] for row in rows])
+
+    out = semantic_accuracy(PrefersBlue(), image, ["a red circle"], [scene])
+    assert out["color"] == 1.0
+    lone = Scene(0, "snow", scene.objects[:1])
+    assert semantic_accuracy(PrefersBlue(), image, ["a red circle"], [lone])["color"] == 0.0
+
+
+def test_fact_scores_checks_inputs_and_empty_input():
+    images, captions, scenes = _world(3)
+    reader = OracleEvaluator(images, scenes)
+    with pytest.raises(XLXMERTError, match=r"fact_scores: 3 images but 2 captions"):
+        fact_scores(reader, images, captions[:2])
+    assert fact_scores(reader, images[:0], []) == {"facts_true": 0.0, "all_facts_true": 0.0}
+    half = fact_scores(reader, images[:1], ["a red circle at night"])  # 1 of its 2 facts
+    assert half == {"facts_true": 0.5, "all_facts_true": 0.0}
+    both = fact_scores(reader, images[:2], ["a red circle at night", captions[1]], batch_size=1)
+    assert both == {"facts_true": 0.75, "all_facts_true": 0.5}
+
+
+def test_evaluator_accuracy_matches_objects_by_colour_shape_and_centre(tmp_path):
+    truth = Scene(
+        1,
+        "snow",
+        (SceneObject("circle", "red", "large", 0.3, 0.5), SceneObject("star", "blue", "small", 0.7, 0.2)),
+    )
+    path = tmp_path / "img.png"
+    Image.new("RGB", (64, 64), (236, 236, 236)).save(path)
+    example = EvalExample(1, path, truth, ("a red circle",))
+    image = (
+        torch.from_numpy(np.asarray(Image.open(path).convert("RGB")))
+        .permute(2, 0, 1)
+        .float()
+        .div(127.5)
+        .sub(1)
+    )
+
+    def reading(*objects, place="snow"):
+        reader = OracleEvaluator(image[None], [Scene(1, place, tuple(objects))])
+        return evaluator_accuracy(reader, [example])
+
+    red, blue = truth.objects
+    exact = reading(red, blue)
+    assert exact["scene_exact"] == exact["object_recall"] == exact["object_precision"] == 1.0
+    near = reading(SceneObject("circle", "red", "large", 0.39, 0.41), blue)  # within 0.1: a match
+    assert near["object_recall"] == 1.0 and near["scene_exact"] == 1.0
+    far = reading(SceneObject("circle", "red", "large", 0.41, 0.5), blue)  # 0.11 away: no match
+    assert far["object_recall"] == 0.5 and far["object_precision"] == 0.5
+    far_y = reading(SceneObject("circle", "red", "large", 0.3, 0.61), blue)
+    assert far_y["object_recall"] == 0.5
+    extra = reading(red, blue, SceneObject("cross", "green", "small", 0.5, 0.9))
+    assert extra["object_recall"] == 1.0 and extra["object_precision"] == pytest.approx(2 / 3)
+    assert extra["scene_exact"] == 0.0 and extra["pair_counts"] == 0.0 and extra["place"] == 1.0
+    twice = reading(red, red)  # one true red circle can match one predicted red circle only
+    assert twice["object_recall"] == 0.5 and twice["object_precision"] == 0.5
+    wrong_size = reading(SceneObject("circle", "red", "small", 0.3, 0.5), blue)
+    assert wrong_size["object_recall"] == 1.0 and wrong_size["scene_exact"] == 0.0
+    night = reading(red, blue, place="night")
+    assert night["place"] == 0.0 and night["scene_exact"] == 0.0 and night["num_images"] == 1.0
+    assert scene_signature(truth) == ("snow", (("blue", "star", "small"), ("red", "circle", "large")))
