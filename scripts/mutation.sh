@@ -12,60 +12,90 @@
 #   scripts/mutation.sh /tmp/mut-metrics 'xlxmert.evaluation.tasks.*' 'xlxmert.evaluation.semantic.*'
 #
 # Bounded for a shared CPU: one torch thread, CHILDREN parallel mutants (default 2), LIMIT seconds
-# in all (default 3600). Prints mutmut's per-mutant results and the score per package (killed +
-# timeouts over all tested mutants; docs/testing.md has the last measured numbers).
+# in all (default 3600). PYTEST_EXTRA adds pytest arguments (e.g. a --deselect). Writes mutmut's
+# per-mutant results to WORK/results.txt and prints the score per package (killed over checked
+# mutants; docs/testing.md has the last measured numbers).
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 WORK=${1:-/tmp/xlxmert-mutation}
 shift || true
 PY=${PY:-$REPO/.venv/bin/python}
-MUTMUT=${MUTMUT:-$(dirname "$PY")/mutmut}
 CHILDREN=${CHILDREN:-2}
 LIMIT=${LIMIT:-3600}
 
-if [ ! -x "$MUTMUT" ]; then
-    echo "mutmut not found at $MUTMUT: $(dirname "$PY")/pip install mutmut" >&2
-    exit 2
-fi
 if [ "$(cd "$WORK" 2>/dev/null && pwd)" = "$REPO" ]; then
     echo "WORK must be a copy, not the checkout" >&2
+    exit 2
+fi
+# The venv's editable install puts the checkout's src/ on sys.path (a .pth file), where mutmut's
+# mutants/src must be the only xlxmert: a side venv sees the venv's packages as a plain path
+# (whose .pth files are not read).
+SITE=$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+MUTVENV=${MUTVENV:-/tmp/xlxmert-mutvenv}
+if [ ! -x "$MUTVENV/bin/python" ]; then
+    "$("$PY" -c 'import sys; print(sys._base_executable)')" -m venv --without-pip "$MUTVENV"
+    "$MUTVENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" |
+        xargs -I{} sh -c "echo '$SITE' > {}/xlxmert-venv.pth"
+fi
+MPY="$MUTVENV/bin/python"
+if ! "$MPY" -c "import mutmut" 2>/dev/null; then
+    echo "mutmut not found: $(dirname "$PY")/pip install mutmut" >&2
+    exit 2
+fi
+if "$MPY" -c "import xlxmert" 2>/dev/null; then
+    echo "$MPY imports xlxmert from outside the copy; check $MUTVENV" >&2
     exit 2
 fi
 if [ "${FRESH:-0}" = 1 ]; then rm -rf "$WORK"; fi
 if [ ! -d "$WORK/src" ]; then
     mkdir -p "$WORK"
     git -C "$REPO" archive HEAD | tar -x -C "$WORK"
+    # mutmut leaves decorated functions alone: in the copy, `@torch.no_grad()` becomes a
+    # `with torch.no_grad():` around the body (the same function), so the metrics get mutated.
+    "$PY" - "$WORK/src/xlxmert" <<'EOF'
+import ast
+import sys
+from pathlib import Path
+
+for path in sorted(Path(sys.argv[1]).glob("[eps]*/*.py")):
+    lines = path.read_text().splitlines(keepends=True)
+    nodes = [
+        n
+        for n in ast.walk(ast.parse("".join(lines)))
+        if isinstance(n, ast.FunctionDef)
+        and [ast.unparse(d) for d in n.decorator_list] == ["torch.no_grad()"]
+    ]
+    for node in sorted(nodes, key=lambda n: -n.lineno):
+        first, last = node.body[0].lineno - 1, node.end_lineno
+        indent = lines[first][: len(lines[first]) - len(lines[first].lstrip())]
+        body = [("    " + line) if line.strip() else line for line in lines[first:last]]
+        lines[first:last] = [f"{indent}with torch.no_grad():\n", *body]
+        del lines[node.decorator_list[0].lineno - 1]
+    path.write_text("".join(lines))
+EOF
     # The fast tests only: test_evaluation.py trains its graders (a minute per mutant) and
     # test_readme_commands.py starts a second interpreter; both run in the ordinary suite.
-    cat > "$WORK/setup.cfg" <<'EOF'
-[mutmut]
-source_paths=src/
-only_mutate=
-    src/xlxmert/evaluation/*
-    src/xlxmert/sampling/*
-    src/xlxmert/pipelines/*
-also_copy=
-    models/
-    docs/
-    Makefile
-pytest_add_cli_args=-p no:cacheprovider -q -W ignore
-pytest_add_cli_args_test_selection=
-    tests/test_metrics_oracle.py
-    tests/test_evaluation_controls.py
-    tests/test_wiring.py
-    tests/test_sampling.py
-    tests/test_pipelines.py
-    tests/test_pipelines_tiny.py
-    tests/test_cli_paint.py
-EOF
+    # mutmut reads one pytest argument per line.
+    {
+        printf '[mutmut]\nsource_paths=src/\nonly_mutate=\n'
+        printf '    src/xlxmert/%s/*\n' evaluation sampling pipelines
+        printf 'also_copy=\n    models/\n    docs/\n    Makefile\npytest_add_cli_args=\n'
+        # shellcheck disable=SC2086
+        printf '    %s\n' -p no:cacheprovider -W ignore ${PYTEST_EXTRA:-}
+        printf 'pytest_add_cli_args_test_selection=\n'
+        printf '    tests/%s\n' test_metrics_oracle.py test_metrics_edges.py test_evaluation_controls.py \
+            test_wiring.py test_sampling.py test_pipelines.py test_pipelines_tiny.py test_cli_paint.py \
+            test_finetune.py::test_official_vqa_accuracy_on_a_hand_made_ten_answer_example \
+            test_finetune.py::test_nlvr2_consistency_groups_sentences
+    } > "$WORK/setup.cfg"
 fi
 cd "$WORK"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1
 # A test's subprocess imports the mutated tree too (mutmut selects the mutant by environment).
 export PYTHONPATH="$WORK/mutants/src"
-timeout "$LIMIT" "$MUTMUT" run --max-children "$CHILDREN" "$@" || echo "mutmut stopped (exit $?)"
-"$MUTMUT" results --all true > results.txt || true
-"$PY" - "$@" <<'EOF'
+timeout "$LIMIT" "$MPY" -m mutmut run --max-children "$CHILDREN" "$@" || echo "mutmut stopped (exit $?)"
+"$MPY" -m mutmut results --all true > results.txt || true
+"$MPY" - "$@" <<'EOF'
 """Score per package: killed (incl. timeouts, crashes) over all checked mutants; a mutant no fast
 test reaches ("no tests") counts as surviving."""
 import fnmatch
