@@ -110,7 +110,7 @@ def test_health_model_page_and_openapi(app):
     assert health.json()["busy"] == 0 and health.json()["max_concurrent"] == 1
     info = call(app, "GET", "/model").json()
     assert info["grid_size"] == GRID and info["max_steps"] == GRID * GRID
-    assert info["recipe"] == "tiny-test" and info["image_size"] == 16 and info["variant"] == "x-lxmert"
+    assert info["recipe"] == "tiny-test" and info["image_size"] == 16
     assert info["tasks"] == {"paint": True, "caption": True, "answer": True, "verify": False}
     assert info["unavailable"]["verify"] == NO_NLVR2
     assert info["sampler"]["name"] == "mask-predict" and info["default_steps"] == 4
