@@ -76,7 +76,8 @@ def test_train_all_tiny_end_to_end(tmp_path, capsys):
     assert pretrain_config["ccc_class_balance"] == 0.5
     # Validation on ShapeScenes also scores the object cells alone.
     assert ",val,ccc_top1_objects@1.0," in (work / "transformer" / "metrics.csv").read_text()
-    card = (out / "MODEL_CARD.md").read_text()
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: xlxmert\n")
     assert (
         f"xlxmert train-all --preset tiny --out {out.as_posix()} --full-mask-prob 0.2 "
         "--ccc-class-balance 0.5 --position-frequencies 2 "
@@ -232,6 +233,4 @@ def test_the_shipped_model_is_the_shapes_64_recipe():
         recipe.image_size,
     )
     assert SamplerConfig.from_pretrained(model / "sampler") == recipe.sampler
-    assert (
-        "xlxmert train-all --preset shapes-64 --out models/shapes-64" in (model / "MODEL_CARD.md").read_text()
-    )
+    assert "xlxmert train-all --preset shapes-64 --out models/shapes-64" in (model / "README.md").read_text()

@@ -16,7 +16,7 @@ def _train_all(args: argparse.Namespace) -> int:
     if summary is None:
         return 0
     print(
-        f"wrote {args.out} (model card: {args.out}/MODEL_CARD.md); "
+        f"wrote {args.out} (model card: {args.out}/README.md); "
         f"training took {summary['training_seconds']:.0f} s"
     )
     work = args.work or f"{args.out}.work"

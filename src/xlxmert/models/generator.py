@@ -31,6 +31,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from xlxmert.errors import XLXMERTError
+from xlxmert.utils.config import PresetConfig
 from xlxmert.utils.weights import PretrainedMixin
 
 LEAKY_SLOPE = 0.2
@@ -77,7 +78,7 @@ def _resize(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class GeneratorConfig:
+class GeneratorConfig(PresetConfig):
     """Shape of a :class:`SpadeGenerator`.
 
     ``input_dim`` (D) and ``grid_size`` (N) come from the visual vocabulary; ``output_size`` (S)
@@ -93,6 +94,7 @@ class GeneratorConfig:
     spade_hidden: int = 128
     noise: bool = True
 
+    PRESET_KIND: ClassVar[str] = "generator"
     PRESETS: ClassVar[dict[str, dict]] = {
         "paper": dict(input_dim=2048, grid_size=8, output_size=256),
         # Same architecture at ShapeScenes scale; input_dim and grid_size are overridden from the
@@ -112,15 +114,9 @@ class GeneratorConfig:
     def num_blocks(self) -> int:
         return _num_resolution_steps(self.output_size, self.grid_size)
 
-    @classmethod
-    def from_preset(cls, name: str, **overrides) -> GeneratorConfig:
-        if name not in cls.PRESETS:
-            raise XLXMERTError(f"unknown generator preset {name!r}; choose one of {sorted(cls.PRESETS)}")
-        return cls(**{**cls.PRESETS[name], **overrides})
-
 
 @dataclass(frozen=True)
-class DiscriminatorConfig:
+class DiscriminatorConfig(PresetConfig):
     """Shape of a :class:`Discriminator`: images of ``image_size`` down to the N×N grid."""
 
     image_size: int
@@ -129,6 +125,7 @@ class DiscriminatorConfig:
     num_clusters: int
     channels: int = 64
 
+    PRESET_KIND: ClassVar[str] = "discriminator"
     PRESETS: ClassVar[dict[str, dict]] = {
         "paper": dict(image_size=256, grid_size=8, input_dim=2048, num_clusters=10000),
         "shapes-64": dict(image_size=64, grid_size=16, input_dim=128, num_clusters=1024),
@@ -140,12 +137,6 @@ class DiscriminatorConfig:
     @property
     def num_down_blocks(self) -> int:
         return _num_resolution_steps(self.image_size, self.grid_size)
-
-    @classmethod
-    def from_preset(cls, name: str, **overrides) -> DiscriminatorConfig:
-        if name not in cls.PRESETS:
-            raise XLXMERTError(f"unknown discriminator preset {name!r}; choose one of {sorted(cls.PRESETS)}")
-        return cls(**{**cls.PRESETS[name], **overrides})
 
     @classmethod
     def for_generator(

@@ -1,4 +1,5 @@
-"""Masking for pretraining: X-LXMERT's uniform visual masking, LXMERT's Bernoulli one, BERT's text masking.
+"""Masking for pretraining: X-LXMERT's uniform visual masking, LXMERT's Bernoulli one, BERT's text masking
+(and uniform masking of the words, for captioning from an empty caption).
 
 Every draw takes an explicit ``torch.Generator`` so a training step is a pure function of its seed
 (exact resume after a kill depends on it).
@@ -69,3 +70,26 @@ def mask_text_tokens(
     masked = torch.where(chosen & (action < 0.8), torch.full_like(input_ids, mask_id), masked)
     masked = torch.where(chosen & (action >= 0.8) & (action < 0.9), random_ids, masked)
     return masked, labels
+
+
+def uniform_text_mask(
+    input_ids: torch.LongTensor,
+    attention_mask: torch.Tensor,
+    special_ids: Iterable[int],
+    mask_id: int,
+    generator: torch.Generator,
+) -> tuple[torch.LongTensor, torch.LongTensor]:
+    """Uniform masking of the words, as X-LXMERT masks the grid: per row draw n ~ U{1..N} of its N
+    words and replace those n by ``mask_id`` (up to the whole caption, the state captioning starts
+    from; not in the paper). Special tokens and padding are never chosen. Returns
+    ``(masked_ids: LongTensor[B, L], labels: LongTensor[B, L])`` with labels -100 where not predicted.
+    """
+    special = torch.tensor(sorted(set(int(i) for i in special_ids)), dtype=torch.long)
+    candidates = attention_mask.bool() & ~torch.isin(input_ids, special)
+    words = candidates.sum(dim=1)
+    counts = (torch.rand(len(input_ids), generator=generator) * words).floor().long() + 1
+    keys = torch.rand(input_ids.shape, generator=generator).masked_fill(~candidates, 2.0)
+    ranks = keys.argsort(dim=1).argsort(dim=1)
+    chosen = candidates & (ranks < counts[:, None])
+    labels = torch.where(chosen, input_ids, torch.full_like(input_ids, -100))
+    return input_ids.masked_fill(chosen, mask_id), labels

@@ -37,6 +37,7 @@ from xlxmert.models.grid_embedding import (
     grid_size_of,
     load_centroids,
 )
+from xlxmert.utils.config import PresetConfig
 from xlxmert.visual.grid import cell_boxes
 
 __all__ = [
@@ -79,7 +80,7 @@ _SHAPES_64: dict[str, Any] = dict(
 
 
 @dataclass(frozen=True)
-class XLxmertConfig:
+class XLxmertConfig(PresetConfig):
     """Sizes and switches of the transformer.
 
     ``variant``: ``"x-lxmert"`` (visual input = cluster ids looked up in the centroids) or
@@ -119,6 +120,7 @@ class XLxmertConfig:
     position_frequencies: int = 0
     standardize_ccc_output: bool = False
 
+    PRESET_KIND: ClassVar[str] = "transformer"
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         # BERT-base sizes, 9/5/5 layers, 10000 clusters of 2048-d fc6 features, 9500 QA answers.
         "paper": dict(
@@ -158,13 +160,6 @@ class XLxmertConfig:
             )
         if self.position_frequencies < 0:
             raise XLXMERTError(f"position_frequencies must be >= 0, got {self.position_frequencies}")
-
-    @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> XLxmertConfig:
-        """Preset ``name`` (``paper`` or ``shapes-64``) with ``overrides`` applied (e.g. ``num_clusters``)."""
-        if name not in cls.PRESETS:
-            raise XLXMERTError(f"unknown transformer preset {name!r}; choose one of {sorted(cls.PRESETS)}")
-        return cls(**{**cls.PRESETS[name], **overrides})
 
     @property
     def num_cells(self) -> int:

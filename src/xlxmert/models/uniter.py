@@ -28,6 +28,7 @@ from transformers.models.lxmert.modeling_lxmert import LxmertVisualAnswerHead
 
 from xlxmert.errors import XLXMERTError
 from xlxmert.models.grid_embedding import GridEmbeddingModel, TextEncoding, XLxmertOutput, extended_mask
+from xlxmert.utils.config import PresetConfig
 
 VARIANTS = ("x-uniter", "uniter-grid")
 VISUAL_TARGETS = ("clusters", "regression")
@@ -48,7 +49,7 @@ _SHAPES_64: dict[str, Any] = dict(
 
 
 @dataclass(frozen=True)
-class XUniterConfig:
+class XUniterConfig(PresetConfig):
     """Sizes and switches of the single-stream transformer (fields as :class:`XLxmertConfig`'s;
     ``num_layers`` BERT layers instead of LXMERT's three stacks).
 
@@ -75,6 +76,7 @@ class XUniterConfig:
     position_frequencies: int = 0
     standardize_ccc_output: bool = False
 
+    PRESET_KIND: ClassVar[str] = "transformer"
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         # UNITER-base = BERT-base: 12 layers, hidden 768, 12 heads; the paper's grid and vocabulary.
         "paper": dict(
@@ -108,13 +110,6 @@ class XUniterConfig:
                 f"num_layers must be >= 1 and position_frequencies >= 0, got {self.num_layers}, "
                 f"{self.position_frequencies}"
             )
-
-    @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> XUniterConfig:
-        """Preset ``name`` (``paper`` or ``shapes-64``) with ``overrides`` applied."""
-        if name not in cls.PRESETS:
-            raise XLXMERTError(f"unknown transformer preset {name!r}; choose one of {sorted(cls.PRESETS)}")
-        return cls(**{**cls.PRESETS[name], **overrides})
 
     @property
     def num_cells(self) -> int:

@@ -1,4 +1,5 @@
-"""``MODEL_CARD.md`` beside a model trained by ``xlxmert train-all``: command, data, time, metrics."""
+"""The model card (``README.md``, with Hugging Face Hub metadata on top) of a model trained by
+``xlxmert train-all``: what it is, the command that rebuilds it, data, time, metrics."""
 
 from __future__ import annotations
 
@@ -10,6 +11,18 @@ from typing import Any
 import torch
 
 from xlxmert import __version__
+
+CARD_NAME = "README.md"
+# The Hub's model-card metadata (YAML front matter).
+HUB_METADATA = [
+    "---",
+    "library_name: xlxmert",
+    "license: apache-2.0",
+    "pipeline_tag: text-to-image",
+    "tags: [x-lxmert, text-to-image, image-captioning, visual-question-answering, shapescenes]",
+    "---",
+    "",
+]
 
 
 def _folder_size_mb(folder: Path) -> float:
@@ -25,10 +38,11 @@ def _component_table(out: Path) -> list[str]:
 
 
 def write_model_card(out: Path, summary: dict[str, Any], work: Path) -> Path:
-    """Write ``out/MODEL_CARD.md`` from train-all's ``summary`` and the evaluation tables in ``work``."""
+    """Write ``out/README.md`` from train-all's ``summary`` and the evaluation tables in ``work``."""
     cfg = summary["config"]
     stages = summary["stages"]
     lines = [
+        *HUB_METADATA,
         f"# xlxmert model: `{out.name}`",
         "",
         "X-LXMERT (Cho et al., EMNLP 2020) trained from scratch on the built-in ShapeScenes world by "
@@ -73,6 +87,6 @@ def write_model_card(out: Path, summary: dict[str, Any], work: Path) -> Path:
         "```",
         "",
     ]
-    path = out / "MODEL_CARD.md"
+    path = out / CARD_NAME
     path.write_text("\n".join(lines))
     return path

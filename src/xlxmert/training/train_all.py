@@ -15,7 +15,7 @@ one subfolder per stage:
 A stage with a record in ``WORK/.stages/<folder>.json`` (written when it finished) is skipped; a
 stage cut off part-way is rerun, and the stages that checkpoint (feature extraction, generator,
 pretraining) resume where they stopped. The final model folder ``out`` gets the five components,
-``MODEL_CARD.md`` and ``metrics.json``; its ``model_index.json`` names the recipe and the hash of
+the model card ``README.md`` and ``metrics.json``; its ``model_index.json`` names the recipe and the hash of
 its settings (:func:`recipe_hash`), so "this folder = that recipe" is checkable.
 """
 
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from xlxmert.errors import XLXMERTError
-from xlxmert.utils.config import config_to_dict, same_settings
+from xlxmert.utils.config import PresetConfig, config_to_dict, same_settings
 from xlxmert.utils.model_folder import COMPONENTS, copy_component, update_model_index
 
 STAGE_RECORDS = ".stages"
@@ -64,7 +64,7 @@ _SHAPES_64_CONTINUATIONS = (
 
 
 @dataclass(frozen=True)
-class TrainAllConfig:
+class TrainAllConfig(PresetConfig):
     """Every stage's settings: a recipe. The defaults are the ``shapes-64`` recipe, the shipped
     default model; ``PRESETS["tiny"]`` is the same recipe at sizes that take seconds per stage."""
 
@@ -112,6 +112,7 @@ class TrainAllConfig:
     eval_anneal: bool = False
     eval_guidance_scale: float = 3.0
 
+    PRESET_KIND: ClassVar[str] = "train-all"
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "shapes-64": {},
         "tiny": {
@@ -146,9 +147,8 @@ class TrainAllConfig:
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> TrainAllConfig:
-        if name not in cls.PRESETS:
-            raise XLXMERTError(f"unknown train-all preset {name!r}; choose one of {sorted(cls.PRESETS)}")
-        return cls(**{**cls.PRESETS[name], "preset": name, **overrides})
+        """Recipe ``name`` with ``overrides`` applied; the config records the recipe's name."""
+        return super().from_preset(name, **{"preset": name, **overrides})
 
     def command(self, out: str | Path) -> str:
         """The ``xlxmert train-all`` command line that reproduces this config."""

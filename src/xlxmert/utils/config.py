@@ -11,13 +11,31 @@ import dataclasses
 import json
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from xlxmert.errors import XLXMERTError
 
 T = TypeVar("T")
 
 CONFIG_NAME = "config.json"
+
+
+class PresetConfig:
+    """Named presets for a frozen config dataclass: ``PRESETS`` maps a name (``paper``,
+    ``shapes-64``, ...) to field values; ``from_preset(name, **overrides)`` builds one.
+    ``PRESET_KIND`` names the config in the error for an unknown name."""
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+    PRESET_KIND: ClassVar[str] = "config"
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> Any:
+        """Preset ``name`` with ``overrides`` applied (e.g. sizes the data decide)."""
+        if name not in cls.PRESETS:
+            raise XLXMERTError(
+                f"unknown {cls.PRESET_KIND} preset {name!r}; choose one of {sorted(cls.PRESETS)}"
+            )
+        return cls(**{**cls.PRESETS[name], **overrides})
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from torch import nn
 
 from xlxmert.data.shapes import world
 from xlxmert.errors import XLXMERTError
-from xlxmert.utils.config import CONFIG_NAME, load_config, save_config
+from xlxmert.utils.config import CONFIG_NAME, PresetConfig, load_config, save_config
 from xlxmert.utils.weights import PretrainedMixin, load_weights, save_weights
 
 # ShapeScenes vocabulary (WORLD.md), in the fixed order the per-cell heads use.
@@ -47,7 +47,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
-class ShapesBackboneConfig:
+class ShapesBackboneConfig(PresetConfig):
     """A small CNN for ShapeScenes.
 
     ``widths[0]`` is the full-resolution stem stage; every later stage halves the resolution, so the
@@ -70,6 +70,7 @@ class ShapesBackboneConfig:
     num_shapes: int = len(SHAPES)
     output: str = "features"
 
+    PRESET_KIND: ClassVar[str] = "backbone"
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         # D = 128 chosen by benchmarks/bench_features.py (see the shapes-64 VocabularyConfig).
         "shapes-64": dict(image_size=64, widths=(16, 32, 96), feature_dim=128, train_grid_sizes=(8, 16)),
@@ -80,12 +81,6 @@ class ShapesBackboneConfig:
     def __post_init__(self) -> None:
         if self.output not in BACKBONE_OUTPUTS:
             raise XLXMERTError(f"backbone output must be one of {BACKBONE_OUTPUTS}, got {self.output!r}")
-
-    @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> ShapesBackboneConfig:
-        if name not in cls.PRESETS:
-            raise XLXMERTError(f"unknown backbone preset {name!r}; choose one of {sorted(cls.PRESETS)}")
-        return cls(**{**cls.PRESETS[name], **overrides})
 
     @property
     def stride(self) -> int:

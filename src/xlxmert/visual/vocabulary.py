@@ -36,7 +36,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from xlxmert.errors import XLXMERTError
-from xlxmert.utils.config import load_config, save_config
+from xlxmert.utils.config import PresetConfig, load_config, save_config
 from xlxmert.utils.seeding import numpy_rng
 from xlxmert.visual.store import BACKBONE_DIR, FeatureStore
 
@@ -47,7 +47,7 @@ _ASSIGN_ROWS = 65536  # vectors per faiss search call: bounds memory on large st
 
 
 @dataclass(frozen=True)
-class VocabularyConfig:
+class VocabularyConfig(PresetConfig):
     """K-means settings. ``num_clusters`` = K, ``dim`` = D, ``grid_size`` = N of the features.
 
     ``nredo``: independent k-means runs, the one with the lowest error kept (faiss' ``nredo``).
@@ -62,6 +62,7 @@ class VocabularyConfig:
     seed: int = 0
     balance: bool = True
 
+    PRESET_KIND: ClassVar[str] = "vocabulary"
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         # Paper C.4: Faster R-CNN fc6 (D = 2048), 8×8 grid, K = 10000, 20 iterations, 2.6M sample.
         "paper": dict(
@@ -81,12 +82,6 @@ class VocabularyConfig:
             num_clusters=2048, dim=128, grid_size=16, niter=20, sample_size=100_000, balance=True
         ),
     }
-
-    @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> VocabularyConfig:
-        if name not in cls.PRESETS:
-            raise XLXMERTError(f"unknown vocabulary preset {name!r}; choose one of {sorted(cls.PRESETS)}")
-        return cls(**{**cls.PRESETS[name], **overrides})
 
 
 def _as_matrix(features: np.ndarray | torch.Tensor, dim: int | None = None) -> np.ndarray:
