@@ -3,6 +3,7 @@
     xlxmert evaluator train --data DATA [--out EVAL_DIR] [--evaluator-steps 3000 --matcher-steps 1000]
     xlxmert evaluate --model DIR --data DATA --split test --metrics all --sampler mask-predict --steps 4
                      [--evaluator EVAL_DIR] [--n N] [--compare DIR ...] [--seed 0 1 2] --out OUT
+    xlxmert evaluate-captions --model DIR --data DATA --split test --n 1000 --seed 0 1 2 --out OUT
 
 ``EVAL_DIR`` defaults to ``DATA/evaluation``; it holds the evaluator network (FID/IS, facts) and the
 image–text matching surrogate (R-precision, semantic accuracy), trained on ShapeScenes only.
@@ -87,6 +88,27 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_captions(args: argparse.Namespace) -> int:
+    from xlxmert.evaluation.captions import evaluate_captions
+    from xlxmert.pipelines import default_model_dir
+
+    out = Path(args.out)
+    evaluate_captions(
+        Path(args.model) if args.model else default_model_dir(),
+        args.data,
+        out,
+        split=args.split,
+        n=args.n,
+        seeds=args.seed,
+        gibbs_length=args.gibbs_length,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+    )
+    sys.stdout.write((out / "table.md").read_text())
+    print(f"wrote {out / 'results.json'}, {out / 'table.md'}, {out / 'captions.json'}")
+    return 0
+
+
 def _accuracy(args: argparse.Namespace) -> int:
     from xlxmert.evaluation.evaluator import ShapeSceneEvaluator, evaluator_accuracy
     from xlxmert.evaluation.report import EVALUATOR_SUBDIR
@@ -149,6 +171,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     ev.add_argument("--no-progress", action="store_true")
     ev.set_defaults(func=_evaluate)
+
+    cap = subparsers.add_parser(
+        "evaluate-captions",
+        help="score captioning: BLEU-4, CIDEr-D, facts true, grammar (default decoder, Gibbs, chance)",
+    )
+    cap.add_argument("--model", help="model folder (default: $XLXMERT_MODEL or models/shapes-64)")
+    cap.add_argument("--data", required=True, help="ShapeScenes data root (holds SPLIT/)")
+    cap.add_argument("--split", default="test")
+    cap.add_argument("--n", type=_positive, default=1000, help="number of split images (default 1000)")
+    cap.add_argument("--seed", type=int, nargs="+", default=[0], metavar="S", help="one evaluation per seed")
+    cap.add_argument("--gibbs-length", default="12", help="the Gibbs row's caption length (or auto)")
+    cap.add_argument("--batch-size", type=_positive, default=16)
+    cap.add_argument("--out", required=True, help="output folder (results.json, table.md, captions.json)")
+    cap.add_argument("--no-progress", action="store_true")
+    cap.set_defaults(func=_evaluate_captions)
 
     group = subparsers.add_parser("evaluator", help="train / check the networks that grade generated images")
     sub = group.add_subparsers(dest="evaluator_command", metavar="ACTION", parser_class=type(group))

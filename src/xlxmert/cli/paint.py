@@ -2,7 +2,8 @@
 
     xlxmert paint "a red circle in the snow" ["caption" ...] -o out.png [--model DIR]
                   [--sampler NAME --steps K --seed 0 --temperature T --anneal --top-k K] [--strip]
-    xlxmert caption img.png [img.png ...] [--prefix "a"] [--model DIR]
+    xlxmert caption img.png [img.png ...] [--prefix "a"] [--sampler mask-predict|gibbs] [--length auto|N]
+                    [--num-captions N] [--model DIR]
     xlxmert answer img.png "what color is the circle" [--model DIR]
 
 Without ``--model`` the model folder is ``$XLXMERT_MODEL``, else the repository's ``models/shapes-64``.
@@ -113,14 +114,18 @@ def _caption(args: argparse.Namespace) -> int:
             args.images,
             prefix=args.prefix,
             length=args.length,
+            sampler=args.sampler,
+            num_captions=args.num_captions,
             sweeps=args.sweeps,
             seed=args.seed,
             temperature=args.temperature,
             top_k=args.top_k,
         )
     )
-    for path, caption in zip(args.images, out.captions):
-        print(caption if len(args.images) == 1 else f"{path}\t{caption}")
+    n = args.num_captions
+    for i, (caption, score) in enumerate(zip(out.captions, out.scores)):
+        fields = ([args.images[i // n]] if len(args.images) > 1 else []) + ([f"{score:.3f}"] if n > 1 else [])
+        print("\t".join([*fields, caption]))
     return 0
 
 
@@ -180,10 +185,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=_paint)
 
-    c = subparsers.add_parser("caption", help="caption images by Gibbs sampling the MLM head")
+    c = subparsers.add_parser("caption", help="caption images with the MLM head")
     c.add_argument("images", nargs="+", help="image files")
     c.add_argument("--prefix", default="", help="words the caption must start with, e.g. 'a'")
-    c.add_argument("--length", type=int, default=12, help="caption length in word pieces (prefix included)")
+    c.add_argument(
+        "--sampler",
+        default="mask-predict",
+        choices=("mask-predict", "gibbs"),
+        help="mask-predict: words filled most confident first, then refined (default); "
+        "gibbs: the paper's Gibbs sampling",
+    )
+    c.add_argument(
+        "--length",
+        default="auto",
+        help="caption length in word pieces (prefix included), or auto: every length, the best-scored kept",
+    )
+    c.add_argument(
+        "--num-captions",
+        type=int,
+        default=1,
+        metavar="N",
+        help="the N best captions per image, each printed with its score",
+    )
     c.add_argument("--sweeps", type=int, default=2, help="Gibbs sweeps over the free positions")
     c.add_argument("--seed", type=int, default=0, help="seed of the visiting order and sampled words")
     c.add_argument("--temperature", type=float, default=0.0, help="0 = argmax; > 0 samples words")

@@ -39,6 +39,7 @@ def _pretrain(args: argparse.Namespace) -> int:
             "batch_size",
             "lr",
             "mask_prob",
+            "text_masking",
             "ccc_data",
             "caption_dropout",
             "full_mask_prob",
@@ -138,6 +139,12 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--mask-prob", type=float, default=None, help="Bernoulli and BERT masking rate (default 0.15)"
+    )
+    p.add_argument(
+        "--text-masking",
+        default=None,
+        choices=("bernoulli", "uniform"),
+        help="word masking: BERT's at --mask-prob (default) or a uniform share of the words, up to all",
     )
     p.add_argument("--ccc-data", default=None, choices=("captions", "all"), help="texts for visual masking")
     p.add_argument(

@@ -37,6 +37,7 @@ from xlxmert.models.masking import (
     bernoulli_visual_mask,
     fixed_ratio_visual_mask,
     mask_text_tokens,
+    uniform_text_mask,
     uniform_visual_mask,
 )
 from xlxmert.models.transformer import (
@@ -78,6 +79,8 @@ class PretrainConfig:
     masked, the state painting starts from (not in the paper; 0 = off). Where one visible cell
     reveals most of the rest (ShapeScenes' background is one colour), the caption only helps CCC
     when nearly every cell is masked, which uniform masking draws for 1 example in M.
+    ``text_masking``: ``"bernoulli"`` (BERT's, rate ``mask_prob``) or ``"uniform"`` (a uniform share
+    of each text's words, up to all of them, the state captioning starts from; not in the paper).
     ``ccc_class_balance`` β: weights CCC's cross-entropy by ``(n_k / mean n)^-β`` for target word
     k, n_k its count in the training split's grids (+1), so rare words (objects, where backgrounds
     fill most cells) weigh more; 0 is the paper's unweighted loss, 1 inverse frequency (not in
@@ -91,6 +94,7 @@ class PretrainConfig:
     warmup_ratio: float = 0.05
     visual_masking: str = "uniform"
     mask_prob: float = 0.15
+    text_masking: str = "bernoulli"
     ccc_data: str = "captions"
     caption_dropout: float = 0.0
     full_mask_prob: float = 0.0
@@ -136,6 +140,7 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         checks = {
             "visual_masking": ("uniform", "bernoulli"),
+            "text_masking": ("bernoulli", "uniform"),
             "ccc_data": ("captions", "all"),
             "task_choice": ("cycle", "random"),
             "mixed_precision": ("no", "bf16", "fp16"),
@@ -403,6 +408,10 @@ def make_batch(
         if config.full_mask_prob > 0:
             full = torch.rand(B, generator=gen) < config.full_mask_prob
             batch.visual_mask[full] = True
+    elif task == "text" and config.text_masking == "uniform":
+        batch.input_ids, batch.mlm_labels = uniform_text_mask(
+            tok.input_ids, tok.attention_mask, tokenizer.special_ids, tokenizer.mask_id, gen
+        )
     elif task == "text":
         batch.input_ids, batch.mlm_labels = mask_text_tokens(
             tok.input_ids,
