@@ -14,6 +14,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
+from xlxmert.cli.options import check_numbers
 from xlxmert.errors import XLXMERTError
 
 # Order = order in ``xlxmert --help`` (the pipeline's order).
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    check_numbers(parser)  # finite numbers, in range, for every command (cli.options)
     return parser
 
 

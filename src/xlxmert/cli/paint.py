@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from xlxmert.errors import XLXMERTError
+from xlxmert.cli.output import check_output_dir, check_output_file, write_image
 
 SAMPLER_NAMES = ("mask-predict", "tl-br", "random", "easy-first")
 MAX_STRIP_FRAMES = 16
@@ -56,6 +56,11 @@ def _paint(args: argparse.Namespace) -> int:
     from xlxmert.data.images import image_grid
     from xlxmert.pipelines.paint import PaintPipeline
 
+    # Outputs are checked before the model loads; images are written whole or not at all.
+    if args.out_dir:
+        folder = check_output_dir(args.out_dir)
+    else:
+        path = check_output_file(args.out)
     pipe = PaintPipeline.from_pretrained(_model_dir(args))
     out = _with_warnings(
         lambda: pipe(
@@ -73,36 +78,29 @@ def _paint(args: argparse.Namespace) -> int:
     )
     written = []
     if args.out_dir:
-        folder = Path(args.out_dir)
-        folder.mkdir(parents=True, exist_ok=True)
         for i, img in enumerate(out.images):
-            img.save(folder / f"{i:03d}.png")
-            written.append(folder / f"{i:03d}.png")
+            written.append(write_image(img, folder / f"{i:03d}.png"))
             if args.strip:
                 frames = _strip_frames(out.intermediates[i])
-                image_grid(frames, columns=len(frames)).save(folder / f"{i:03d}_strip.png")
-                written.append(folder / f"{i:03d}_strip.png")
+                written.append(
+                    write_image(image_grid(frames, columns=len(frames)), folder / f"{i:03d}_strip.png")
+                )
     else:
-        path = Path(args.out)
-        path.parent.mkdir(parents=True, exist_ok=True)
         columns = min(len(out.images), 8)
-        _save(out.images[0] if len(out.images) == 1 else image_grid(out.images, columns=columns), path)
-        written.append(path)
+        written.append(
+            write_image(
+                out.images[0] if len(out.images) == 1 else image_grid(out.images, columns=columns), path
+            )
+        )
         if args.strip:
             rows = [_strip_frames(frames) for frames in out.intermediates]
             strip_path = path.with_name(f"{path.stem}_strip{path.suffix}")
-            _save(image_grid([f for row in rows for f in row], columns=len(rows[0])), strip_path)
-            written.append(strip_path)
+            written.append(
+                write_image(image_grid([f for row in rows for f in row], columns=len(rows[0])), strip_path)
+            )
     for p in written:
         print(p)
     return 0
-
-
-def _save(image, path: Path) -> None:
-    try:
-        image.save(path)
-    except (ValueError, OSError) as exc:
-        raise XLXMERTError(f"cannot write {path}: {exc} (use a .png or .jpg file name)") from None
 
 
 def _caption(args: argparse.Namespace) -> int:

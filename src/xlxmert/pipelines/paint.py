@@ -14,6 +14,7 @@ encoded once (``encode_text``) and that encoding is reused at every sampling ste
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,7 +123,7 @@ class PaintPipeline:
         call also predicts with the empty caption and returns ``uncond + s · (cond − uncond)``; 1
         is plain conditional prediction, s > 1 amplifies what the caption changes.
         ``use_text_cache``: encode the texts once (False: the language layers run at every call)."""
-        if guidance_scale < 0:
+        if not math.isfinite(guidance_scale) or guidance_scale < 0:
             raise XLXMERTError(f"guidance_scale must be >= 0 (1 = no guidance), got {guidance_scale}")
         cfg = self.transformer.config
         tokens = tokenize_texts(self.tokenizer, captions, cfg.max_text_length, allow_empty=allow_empty)

@@ -36,6 +36,7 @@ decaying counts (64, 48, 32, 16) on randomly chosen cells; Easy-First becomes a 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -395,6 +396,11 @@ SAMPLERS: dict[str, type[VisualSampler]] = {
 }
 
 
+# Steps of one painting: every sampler fills the grid within its cells' count (the paper's grid
+# has 64); more is allowed (Random refills cells) up to this bound, which keeps a run to seconds.
+MAX_STEPS = 1024
+
+
 @dataclass(frozen=True)
 class SamplerConfig:
     """A sampler's settings, saved in a model folder as ``sampler/config.json``: how the model
@@ -415,12 +421,18 @@ class SamplerConfig:
     guidance_scale: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.guidance_scale < 0:
+        if not math.isfinite(self.guidance_scale) or self.guidance_scale < 0:
             raise XLXMERTError(f"guidance_scale must be >= 0 (1 = no guidance), got {self.guidance_scale}")
         if self.name not in SAMPLERS:
             raise XLXMERTError(f"unknown sampler {self.name!r}; choose one of {', '.join(SAMPLERS)}")
-        if self.temperature < 0:
-            raise XLXMERTError(f"temperature must be >= 0 (0 = argmax), got {self.temperature}")
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise XLXMERTError(
+                f"temperature must be a finite number >= 0 (0 = argmax), got {self.temperature}"
+            )
+        if self.steps is not None and not 1 <= self.steps <= MAX_STEPS:
+            raise XLXMERTError(f"steps must be in [1, {MAX_STEPS}], got {self.steps}")
+        if self.top_k is not None and self.top_k < 1:
+            raise XLXMERTError(f"top_k must be at least 1, got {self.top_k}")
 
     def build(self) -> VisualSampler:
         return get_sampler(self.name, self.steps, self.temperature, self.anneal, self.top_k)
