@@ -50,7 +50,6 @@ from xlxmert.evaluation.rprecision import CATEGORIES, ImageTextMatcher, MatcherC
 from xlxmert.evaluation.semantic import fact_scores, semantic_accuracy
 from xlxmert.evaluation.split import EvalExample, load_examples
 from xlxmert.evaluation.tasks import (
-    caption_correctness,
     gqa_accuracy,
     nlvr2_accuracy,
     understanding_baselines,
@@ -400,7 +399,8 @@ def _task_scores(
             scores["nlvr2"] = nlvr2_accuracy(data_root, config.split, judge, config.n, progress=progress)[
                 "accuracy"
             ]
-    if "captioning" in metrics:
+    if "captioning" in metrics:  # the shipped decoder (CaptionPipeline's defaults)
+        from xlxmert.evaluation.captions import caption_metrics
         from xlxmert.pipelines import CaptionPipeline
 
         pipe = CaptionPipeline.from_pretrained(model_dir)
@@ -408,8 +408,9 @@ def _task_scores(
         for s in tqdm(range(0, len(examples), config.batch_size), desc="caption", disable=not progress):
             chunk = examples[s : s + config.batch_size]
             captions.extend(pipe([load_image(ex.path) for ex in chunk], seed=config.seed).captions)
-        cc = caption_correctness(captions, [ex.scene for ex in examples])
+        cc = caption_metrics(captions, [list(ex.captions) for ex in examples], [ex.scene for ex in examples])
         scores["caption_facts_true"], scores["caption_all_true"] = cc["facts_true"], cc["all_true"]
+        scores["caption_bleu4"], scores["caption_cider_d"] = cc["bleu4"], cc["cider_d"]
         scores["caption_examples"] = captions[: config.figure_rows]
     return scores
 
