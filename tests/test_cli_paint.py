@@ -146,7 +146,6 @@ def test_truncation_warning_on_stderr(model_dir, tmp_path, capsys):
         (["paint", "a red circle", "-o", "x.png", "--model", "{tmp}/missing"], "model folder not found"),
         (["paint", "a red circle", "-o", "x.png", "--sampler", "tl-br", "--steps", "4"], "exactly 16 steps"),
         (["paint", "a red circle", "-o", "x.png", "--top-k", "3"], "temperature"),
-        (["paint", "a red circle", "-o", "x.png", "--guidance-scale", "-1"], "guidance_scale"),
         (["caption", "{tmp}/nope.png"], "image not found"),
         (["caption", "{tmp}/bad.png"], "cannot read image"),
         (["answer", "{scene}", ""], "question 1 is empty"),

@@ -137,7 +137,7 @@ def _backbone_train(args: argparse.Namespace) -> int:
 
 def _features_extract(args: argparse.Namespace) -> int:
     from xlxmert.visual.backbones import ResNetBackbone, ShapesBackbone, load_backbone
-    from xlxmert.visual.grid import GridFeatureExtractor
+    from xlxmert.visual.grid import GridFeatureExtractor, saved_grid_size
     from xlxmert.visual.store import extract_features
     from xlxmert.visual.vocabulary import VocabularyConfig
 
@@ -149,7 +149,7 @@ def _features_extract(args: argparse.Namespace) -> int:
                 "--backbone shapes needs --backbone-dir BACKBONE (train one with `xlxmert backbone train`)"
             )
         backbone = load_backbone(args.backbone_dir)
-        grid = VocabularyConfig.from_preset("shapes-64").grid_size
+        grid = saved_grid_size(args.backbone_dir) or VocabularyConfig.from_preset("shapes-64").grid_size
     elif args.backbone == "resnet50":
         backbone = ResNetBackbone.from_pretrained(
             args.backbone_dir or "microsoft/resnet-50", image_size=args.image_size
@@ -157,7 +157,9 @@ def _features_extract(args: argparse.Namespace) -> int:
         grid = VocabularyConfig.from_preset("paper").grid_size
     else:
         backbone = load_backbone(Path(args.backbone))
-        grid = VocabularyConfig.from_preset("shapes-64" if backbone.image_size <= 64 else "paper").grid_size
+        preset = "shapes-64" if backbone.image_size <= 64 else "paper"
+        # A model's or vocabulary's backbone/ records the grid it was used with: keep it.
+        grid = saved_grid_size(args.backbone) or VocabularyConfig.from_preset(preset).grid_size
     if args.backbone_output is not None:
         if not isinstance(backbone, ShapesBackbone):
             raise XLXMERTError("--backbone-output applies to shapes backbones only")

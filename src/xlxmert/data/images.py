@@ -6,6 +6,7 @@ Convention for the whole package: ``images: FloatTensor[B, 3, H, W] in [-1, 1]``
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ from PIL import Image, UnidentifiedImageError
 
 from xlxmert.errors import XLXMERTError
 
+MIN_SIDE = 8  # pixels: a smaller image is warned about (one grid cell of the paper's 8×8 at 64 px)
+
 
 def load_image(path: str | Path, size: int | None = None) -> Image.Image:
     """Open ``path`` as RGB, optionally resized to ``size``×``size`` (bicubic).
@@ -21,14 +24,31 @@ def load_image(path: str | Path, size: int | None = None) -> Image.Image:
     Raises :class:`XLXMERTError` for a missing, unreadable or corrupt file.
     """
     path = Path(path)
+    if path.is_dir():
+        raise XLXMERTError(f"{path} is a folder, not an image; give an image file (.png, .jpg)")
     if not path.is_file():
         raise XLXMERTError(f"image not found: {path}")
     try:
-        with Image.open(path) as img:
-            img.load()
-            img = img.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise XLXMERTError(f"cannot read image {path}: {exc}") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                img = img.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise XLXMERTError(
+            f"{path} is too large to decode safely (over {Image.MAX_IMAGE_PIXELS:,} pixels); resize it first"
+        ) from None
+    except UnidentifiedImageError:
+        raise XLXMERTError(f"cannot read image {path}: not an image file; give a .png or .jpg") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise XLXMERTError(f"cannot read image {path}: {str(exc).splitlines()[0]}") from None
+    if size is not None and min(img.size) < MIN_SIDE:
+        warnings.warn(
+            f"image {path} is only {img.size[0]}×{img.size[1]} pixels; upscaled to {size}×{size}, "
+            "it shows the model next to nothing",
+            UserWarning,
+            stacklevel=2,
+        )
     if size is not None and img.size != (size, size):
         img = img.resize((size, size), Image.BICUBIC)
     return img

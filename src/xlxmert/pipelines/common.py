@@ -63,8 +63,16 @@ def tokenize_texts(
             raise XLXMERTError(f"{what} {i + 1} is empty; give some words")
     tokens = tokenizer(list(texts), max_length=max_length)
     for i, cut in enumerate(tokens.truncated):
+        ids = tokens.input_ids[i][tokens.attention_mask[i].bool()].tolist()
+        words = [t for t in tokenizer.convert_ids_to_tokens(ids) if t not in ("[CLS]", "[SEP]", "[PAD]")]
+        if words and all(t == "[UNK]" for t in words):
+            warnings.warn(
+                f"{what} {i + 1} has no word the model knows ({texts[i]!r}); it reads as unknown words only",
+                UserWarning,
+                stacklevel=3,
+            )
         if cut:
-            kept = tokenizer.decode(tokens.input_ids[i])
+            kept = " ".join(words).replace(" ##", "")  # unknown words stay visible as [UNK]
             warnings.warn(
                 f"{what} {i + 1} is longer than the model's limit of {max_length - 2} word pieces; "
                 f"truncated to: {kept!r}",

@@ -34,7 +34,22 @@ def load_weights(module: torch.nn.Module, folder: str | Path, name: str = WEIGHT
     path = Path(folder) / name
     if not path.is_file():
         raise XLXMERTError(f"no {name} in {folder}: train or download the component first")
-    state = load_file(str(path))
+    try:
+        state = load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError: a damaged or foreign file
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise XLXMERTError(
+            f"{path} is not a readable safetensors file ({reason}); copy or train it again"
+        ) from None
+    own = module.state_dict()
+    wrong = [k for k, v in state.items() if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    if wrong:
+        k = wrong[0]
+        raise XLXMERTError(
+            f"{path}: {len(wrong)} weights do not fit {Path(folder) / 'config.json'} (e.g. {k}: "
+            f"{tuple(state[k].shape)} on disk, {tuple(own[k].shape)} by the config); "
+            "config and weights disagree"
+        )
     missing, unexpected = module.load_state_dict(state, strict=False)
     if unexpected:
         raise XLXMERTError(f"{path}: unexpected weights {unexpected[:5]} (config and weights disagree)")

@@ -114,7 +114,16 @@ class GridFeatureExtractor(nn.Module):
         """Load a backbone folder; ``grid_size`` defaults to its ``grid.json``, else 8."""
         folder = Path(folder)
         backbone = load_backbone(folder)
-        if grid_size is None:
-            path = folder / GRID_NAME
-            grid_size = json.loads(path.read_text())["grid_size"] if path.is_file() else 8
-        return cls(backbone, grid_size).eval()
+        return cls(backbone, grid_size or saved_grid_size(folder) or 8).eval()
+
+
+def saved_grid_size(folder: str | Path) -> int | None:
+    """N of the grid a backbone folder was used with (its ``grid.json``, written by
+    :meth:`GridFeatureExtractor.save_pretrained`), or None when it has none."""
+    path = Path(folder) / GRID_NAME
+    if not path.is_file():
+        return None
+    try:
+        return int(json.loads(path.read_text())["grid_size"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        raise XLXMERTError(f'{path} is not a grid file ({{"grid_size": N}}); remove or fix it') from None

@@ -359,6 +359,12 @@ def assign_store(
             f"feature store has D = {store.dim} but the vocabulary has D = {vocab.dim}; "
             "build the vocabulary from features of the same backbone"
         )
+    if vocab.config.grid_size != store.grid_size:
+        n, m = store.grid_size, vocab.config.grid_size
+        raise XLXMERTError(
+            f"feature store {store.path} has a {n}×{n} grid but the vocabulary was built on {m}×{m} "
+            f"features; extract the features with --grid-size {m}"
+        )
     if vocab.num_clusters > np.iinfo(np.uint16).max + 1:
         raise XLXMERTError(f"K = {vocab.num_clusters} does not fit uint16 ids (at most 65536)")
     ids_dir = Path(vocab_dir) / IDS_DIR
