@@ -85,9 +85,10 @@ def _sampler(options):
     "options", [dict(sampler="mask-predict"), dict(sampler="random", steps=40, temperature=1.0)]
 )
 def test_a_batch_equals_the_same_captions_one_by_one(painter, options):
+    # Item i of a batch is seeded with seed + i: it equals its caption painted alone with that seed.
     batch = painter(CAPTIONS, seed=5, **options)
     for i, caption in enumerate(CAPTIONS):
-        alone = painter([caption], seed=5, **options)
+        alone = painter([caption], seed=5 + i, **options)
         assert torch.equal(alone.ids[0], batch.ids[i])
         assert alone.images[0].tobytes() == batch.images[i].tobytes()
 
@@ -135,10 +136,11 @@ def test_predictor_mixes_the_conditional_and_empty_caption_predictions(painter):
 def test_classifier_free_guidance(painter):
     plain = painter(CAPTIONS, steps=4, seed=0, temperature=1.0)
     assert torch.equal(painter(CAPTIONS, steps=4, seed=0, temperature=1.0, guidance_scale=1.0).ids, plain.ids)
-    # Scale 0 keeps only the unconditional (empty-caption) prediction: every caption paints alike.
-    empty = painter([""], steps=4, seed=0, temperature=1.0, allow_empty=True)
+    # Scale 0 keeps only the unconditional (empty-caption) prediction: every caption paints as the
+    # empty caption does with the same seed.
+    empty = painter([""] * len(CAPTIONS), steps=4, seed=0, temperature=1.0, allow_empty=True)
     zero = painter(CAPTIONS, steps=4, seed=0, temperature=1.0, guidance_scale=0.0)
-    assert all(torch.equal(row, empty.ids[0]) for row in zero.ids)
+    assert torch.equal(zero.ids, empty.ids)
     guided = painter(CAPTIONS, steps=4, seed=0, temperature=1.0, guidance_scale=4.0)
     assert not torch.equal(guided.ids, plain.ids)
     assert torch.equal(

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from xlxmert.cli.output import check_output_dir, check_output_file, write_image
+from xlxmert.errors import XLXMERTError
 
 SAMPLER_NAMES = ("mask-predict", "tl-br", "random", "easy-first")
 MAX_STRIP_FRAMES = 16
@@ -30,6 +31,21 @@ def _model_dir(args: argparse.Namespace) -> Path:
     from xlxmert.utils.hub import resolve_model_folder
 
     return resolve_model_folder(args.model) if args.model else default_model_dir()
+
+
+def _device(name: str) -> Any:
+    """``--device`` as a ``torch.device``; a one-line error for a bad name or a missing accelerator."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise XLXMERTError(f"--device {name!r} is not a device; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise XLXMERTError(f"--device {name}: no CUDA GPU is available here; use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise XLXMERTError(f"--device {name}: only cpu and cuda are supported")
+    return device
 
 
 def _with_warnings(fn: Callable[[], Any]) -> Any:
@@ -61,7 +77,8 @@ def _paint(args: argparse.Namespace) -> int:
         folder = check_output_dir(args.out_dir)
     else:
         path = check_output_file(args.out)
-    pipe = PaintPipeline.from_pretrained(_model_dir(args))
+    device = _device(args.device)
+    pipe = PaintPipeline.from_pretrained(_model_dir(args)).to(device)
     out = _with_warnings(
         lambda: pipe(
             args.captions,
@@ -146,6 +163,7 @@ def _add_model(p: argparse.ArgumentParser) -> None:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("paint", help="paint images from captions (X-LXMERT sampling + generator)")
     p.add_argument("captions", nargs="+", help="one or more captions, each in quotes")
+    p.add_argument("--device", default="cpu", help="where the models run: cpu (default), cuda or cuda:N")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("-o", "--out", help="output image; several captions are tiled into one grid image")
     where.add_argument("--out-dir", help="folder for one image per caption (000.png, 001.png, ...)")

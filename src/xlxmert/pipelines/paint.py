@@ -31,7 +31,7 @@ from xlxmert.pipelines.common import load_tokenizer_and_transformer, load_vocabu
 from xlxmert.sampling.visual import SamplerConfig, VisualSampler
 from xlxmert.utils.hub import resolve_model_folder
 from xlxmert.utils.model_folder import component_dir, update_model_index
-from xlxmert.utils.seeding import torch_generator
+from xlxmert.utils.seeding import item_generators, torch_generator
 from xlxmert.visual.vocabulary import VisualVocabulary
 
 
@@ -77,6 +77,20 @@ class PaintPipeline:
                 f"transformer paints {cfg.grid_size}x{cfg.grid_size}x{cfg.feature_dim}; "
                 "train the generator on this vocabulary"
             )
+
+    @property
+    def device(self) -> torch.device:
+        """Where the transformer and the generator run."""
+        return next(self.transformer.parameters()).device
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> PaintPipeline:
+        """Move the transformer and the generator to ``device`` and/or cast them to ``dtype`` (e.g.
+        ``torch.bfloat16``); returns the pipeline. Samplers draw on the CPU from the same seeded
+        generators wherever the models run, so a seed paints the same grid up to the device's
+        arithmetic."""
+        self.transformer.to(device=device, dtype=dtype)
+        self.generator.to(device=device, dtype=dtype)
+        return self
 
     @property
     def paints_features(self) -> bool:
@@ -131,20 +145,22 @@ class PaintPipeline:
         if guidance_scale != 1.0:
             empty = [""] * tokens.input_ids.shape[0]
             texts.append(tokenize_texts(self.tokenizer, empty, cfg.max_text_length, allow_empty=True))
-        model = self.transformer
+        model, device = self.transformer, self.device
+        texts = [(t.input_ids.to(device), t.attention_mask.to(device)) for t in texts]
         if use_text_cache:
-            encodings = [model.encode_text(t.input_ids, t.attention_mask) for t in texts]
+            encodings = [model.encode_text(ids, attention) for ids, attention in texts]
         key = "visual_feats" if self.paints_features else "visual_ids"
 
         def predict_one(k: int, visual: dict) -> torch.Tensor:
             if use_text_cache:
                 out = model(None, None, text_encoding=encodings[k], **visual)
             else:  # naive: the language layers run again at every step
-                out = model(texts[k].input_ids, texts[k].attention_mask, **visual)
-            return out.visual_regression if self.paints_features else out.visual_logits
+                out = model(*texts[k], **visual)
+            # Back to the samplers' side (CPU, float32), whatever the model's device and dtype.
+            return (out.visual_regression if self.paints_features else out.visual_logits).float().cpu()
 
         def predict(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-            visual = {key: values, "visual_mask": mask}
+            visual = {key: values.to(device), "visual_mask": mask.to(device)}
             cond = predict_one(0, visual)
             if len(texts) == 1:
                 return cond
@@ -163,16 +179,18 @@ class PaintPipeline:
         use_text_cache: bool = True,
         allow_empty: bool = False,
         guidance_scale: float = 1.0,
+        generators: Sequence[torch.Generator] | None = None,
     ):
         """Run ``sampler`` for ``captions``: a ``SamplerOutput`` (ids) or, for LXMERT+Grid, a
-        ``FeatureSamplerOutput`` (features). Each caption draws from its own generator seeded with
-        ``seed``, so a caption's result does not depend on the rest of the batch. ``allow_empty``
-        admits empty captions (the transformer then reads only ``[CLS] [SEP]``).
-        ``guidance_scale``: classifier-free guidance, see :meth:`predictor`."""
+        ``FeatureSamplerOutput`` (features). Caption i draws from its own generator, seeded with
+        ``seed + i`` (or ``generators[i]``), so its result does not depend on the other captions'
+        words, and one caption twice in a batch paints two pictures. ``allow_empty`` admits empty
+        captions (the transformer then reads only ``[CLS] [SEP]``). ``guidance_scale``:
+        classifier-free guidance, see :meth:`predictor`."""
         predict = self.predictor(captions, guidance_scale, use_text_cache, allow_empty)
         cfg = self.transformer.config
         batch = len(captions)
-        gens = [torch_generator(seed) for _ in range(batch)]
+        gens = list(generators) if generators is not None else item_generators(seed, batch)
         if self.paints_features:
             return sampler.sample_features(
                 predict, batch, cfg.num_cells, cfg.feature_dim, gens, return_intermediates
@@ -180,20 +198,26 @@ class PaintPipeline:
         return sampler.sample(predict, batch, cfg.num_cells, gens, return_intermediates)
 
     @torch.no_grad()
-    def decode(self, values: torch.Tensor, seed: int = 0, noise: bool | None = None) -> list[Image.Image]:
+    def decode(
+        self, values: torch.Tensor, seed: int | Sequence[int] = 0, noise: bool | None = None
+    ) -> list[Image.Image]:
         """Images from ``ids: LongTensor[B, M]`` or ``features: FloatTensor[B, M, D]``.
 
-        Each image is painted on its own with a generator seeded by ``seed`` (the generator's noise
-        then does not depend on the batch); ``noise`` overrides the generator config's switch.
+        Image b is painted on its own, its generator noise seeded with ``seed + b`` (or ``seed[b]``
+        for a sequence), so it does not depend on the rest of the batch; ``noise`` overrides the
+        generator config's switch.
         """
         feats = values.float() if values.dim() == 3 else self.vocabulary.lookup(values).float()
         n = self.transformer.config.grid_size
         grid = feats.reshape(feats.shape[0], n, n, feats.shape[-1]).permute(0, 3, 1, 2).contiguous()
+        param = next(self.generator.parameters())
+        grid = grid.to(device=param.device, dtype=param.dtype)
+        seeds = [seed + b for b in range(len(grid))] if isinstance(seed, int) else list(seed)
         images = [
-            self.generator(grid[b : b + 1], noise=noise, generator=torch_generator(seed))
+            self.generator(grid[b : b + 1], noise=noise, generator=torch_generator(seeds[b], param.device))
             for b in range(len(grid))
         ]
-        return tensor_to_pil(torch.cat(images))
+        return tensor_to_pil(torch.cat(images).float().cpu())
 
     def resolve_sampler(
         self,
@@ -232,8 +256,10 @@ class PaintPipeline:
         noise: bool | None = None,
         allow_empty: bool = False,
         guidance_scale: float | None = None,
+        num_images_per_prompt: int = 1,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
     ) -> PaintOutput:
-        """Paint one image per caption.
+        """Paint ``num_images_per_prompt`` images per caption (a caption's images are consecutive).
 
         ``sampler``: a name (``tl-br``, ``random``, ``easy-first``, ``mask-predict``) or a
         :class:`VisualSampler`; ``steps`` (None: the sampler's default, Mask-Predict-4),
@@ -243,22 +269,34 @@ class PaintPipeline:
         ``guidance_scale``: classifier-free guidance (1 = none; see :meth:`sample`); None takes the
         :class:`SamplerConfig`'s, or 1 with a :class:`VisualSampler` instance.
         ``return_intermediates``: also decode the grid after every step into an image.
+        Randomness: image i draws from a generator seeded with ``seed + i``; ``generator`` (one
+        ``torch.Generator``, shared in order, or one per image) replaces the seeds.
         Raises :class:`XLXMERTError` for an empty caption (unless ``allow_empty``, for the
         evaluation's empty-caption control); warns when a caption is truncated.
         """
         if isinstance(captions, str):
             captions = [captions]
+        if num_images_per_prompt < 1:
+            raise XLXMERTError(f"num_images_per_prompt must be at least 1, got {num_images_per_prompt}")
+        captions = [caption for caption in captions for _ in range(num_images_per_prompt)]
+        gens = None
+        if generator is not None:
+            gens = [generator] * len(captions) if isinstance(generator, torch.Generator) else list(generator)
+            if len(gens) != len(captions):
+                raise XLXMERTError(f"{len(gens)} generators for {len(captions)} images; give one per image")
         sampler, guidance_scale = self.resolve_sampler(
             sampler, steps, temperature, anneal, top_k, guidance_scale
         )
         out = self.sample(
-            captions, sampler, seed, return_intermediates, use_text_cache, allow_empty, guidance_scale
+            captions, sampler, seed, return_intermediates, use_text_cache, allow_empty, guidance_scale, gens
         )
+        # The generator's noise: seed + i, or a seed drawn from image i's generator after sampling.
+        noise_seeds = seed if gens is None else [int(torch.randint(2**62, (1,), generator=g)) for g in gens]
         values = out.features if self.paints_features else out.ids
-        images = self.decode(values, seed, noise)
+        images = self.decode(values, noise_seeds, noise)
         strips = None
         if return_intermediates:
-            per_step = [self.decode(step_values, seed, noise) for step_values in out.intermediates]
+            per_step = [self.decode(step_values, noise_seeds, noise) for step_values in out.intermediates]
             strips = [[step_images[b] for step_images in per_step] for b in range(len(images))]
         return PaintOutput(
             images=images,

@@ -13,6 +13,12 @@ def torch_generator(seed: int, device: str | torch.device = "cpu") -> torch.Gene
     return gen
 
 
+def item_generators(seed: int, count: int) -> list[torch.Generator]:
+    """One generator per item of a batch, item i seeded with ``seed + i``: each item's draws depend
+    on its place in the batch, not on the other items, and equal items draw differently."""
+    return [torch_generator(seed + i) for i in range(count)]
+
+
 def numpy_rng(seed: int) -> np.random.Generator:
     """A fresh NumPy ``Generator`` (PCG64) seeded with ``seed``."""
     return np.random.default_rng(int(seed))
