@@ -271,7 +271,7 @@ def test_two_process_data_parallel_run_writes_one_checkpoint(tiny, tmp_path):
 
 
 def test_cli_errors_are_one_line(tiny, tmp_path, capsys):
-    code = cli_main(cli_args(tiny, tmp_path / "x", "--variant", "lxmert-grid", "--steps", "1"))
+    code = cli_main(cli_args(tiny, tmp_path / "x", "--variant", "grid", "--steps", "1"))
     err = capsys.readouterr().err
     assert code == 1 and "--features" in err and len(err.strip().splitlines()) == 1
     code = cli_main(cli_args(tiny, tmp_path / "y", "--steps", "1", data=tmp_path))

@@ -16,10 +16,10 @@ def task_ratio(value: str) -> tuple[int, int, int]:
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    from xlxmert.models.transformer import XLxmertConfig
+    from xlxmert.models.families import transformer_config
     from xlxmert.training.pretrain import PretrainConfig, pretrain
 
-    model_overrides = {"variant": args.variant}
+    model_overrides = {}
     if args.standardize_features is not None:
         model_overrides["standardize_features"] = args.standardize_features
     if args.position_frequencies is not None:
@@ -28,9 +28,8 @@ def _pretrain(args: argparse.Namespace) -> int:
         model_overrides["standardize_ccc_output"] = args.standardize_ccc_output
     if args.visual_target is not None:
         model_overrides["visual_target"] = args.visual_target
-    elif args.variant == "lxmert-grid":
-        model_overrides["visual_target"] = "regression"  # LXMERT+Grid's MVFR by default
-    model_config = XLxmertConfig.from_preset(args.preset, **model_overrides)
+    # +Grid regresses its features (MVFR) unless --visual-target says otherwise.
+    model_config = transformer_config(args.architecture, args.preset, args.variant, **model_overrides)
 
     overrides = {
         name: getattr(args, name)
@@ -55,8 +54,8 @@ def _pretrain(args: argparse.Namespace) -> int:
     }
     if args.visual_masking is not None:
         overrides["visual_masking"] = args.visual_masking
-    elif args.variant == "lxmert-grid":
-        overrides["visual_masking"] = "bernoulli"  # the baseline masks like LXMERT
+    elif args.variant == "grid":
+        overrides["visual_masking"] = "bernoulli"  # the +Grid baselines mask like LXMERT
     if args.task_ratio is not None:
         overrides["task_ratio"] = args.task_ratio
     if args.bf16:
@@ -86,7 +85,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "pretrain",
-        help="pretrain the transformer (X-LXMERT or LXMERT+Grid)",
+        help="pretrain the transformer (X-LXMERT, LXMERT+Grid, X-UNITER or UNITER+Grid)",
         description=(
             "Pretrain on DATA/SPLIT with the visual words of VOCAB and write the model folder RUN "
             "(transformer/, tokenizer/, vocabulary/, backbone/, checkpoints/, metrics.csv). "
@@ -123,19 +122,33 @@ def register(subparsers) -> None:
     p.add_argument("--tokenizer", required=True, help="tokenizer folder (TextTokenizer.save_pretrained)")
     p.add_argument("--out", required=True, help="run folder; becomes a model folder")
     p.add_argument("--split", default=None, help="training split (default train)")
-    p.add_argument("--variant", default="x-lxmert", choices=("x-lxmert", "lxmert-grid"))
-    p.add_argument("--features", default=None, help="feature store of the split (required for lxmert-grid)")
+    p.add_argument(
+        "--architecture",
+        default="lxmert",
+        choices=("lxmert", "uniter"),
+        help="model family: LXMERT's two streams (default) or UNITER's single stream (paper §7.2)",
+    )
+    p.add_argument(
+        "--variant",
+        default="x",
+        choices=("x", "grid"),
+        help="x: visual words and CCC (X-LXMERT, X-UNITER; default); grid: exact grid features and "
+        "regression (LXMERT+Grid, UNITER+Grid, the paper's baselines)",
+    )
+    p.add_argument(
+        "--features", default=None, help="feature store of the split (required for --variant grid)"
+    )
     p.add_argument(
         "--visual-target",
         default=None,
         choices=("clusters", "regression"),
-        help="CCC or MVFR (default: clusters for x-lxmert, regression for lxmert-grid)",
+        help="CCC or MVFR (default: clusters for --variant x, regression for grid)",
     )
     p.add_argument(
         "--visual-masking",
         default=None,
         choices=("uniform", "bernoulli"),
-        help="default: uniform for x-lxmert, bernoulli for lxmert-grid",
+        help="default: uniform for --variant x, bernoulli for grid",
     )
     p.add_argument(
         "--mask-prob", type=float, default=None, help="Bernoulli and BERT masking rate (default 0.15)"

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from xlxmert.data.datasets import AnswerVocabulary, CocoCaptions, VQADataset
 from xlxmert.data.shapes import load_scenes
 from xlxmert.errors import XLXMERTError
+from xlxmert.models.families import build_transformer
 from xlxmert.models.masking import (
     bernoulli_visual_mask,
     fixed_ratio_visual_mask,
@@ -48,7 +49,7 @@ from xlxmert.models.transformer import (
 )
 from xlxmert.training.backbone import scene_label_map
 from xlxmert.utils.checkpoint import CHECKPOINT_DIR, load_latest_checkpoint, save_checkpoint
-from xlxmert.utils.config import config_to_dict, load_config, same_settings, save_config
+from xlxmert.utils.config import PresetConfig, config_to_dict, load_config, same_settings, save_config
 from xlxmert.utils.model_folder import copy_component, update_model_index
 from xlxmert.utils.seeding import derive_seed as _seed_of
 from xlxmert.utils.weights import load_weights
@@ -60,7 +61,7 @@ METRICS_FILE = "metrics.csv"
 
 
 @dataclass(frozen=True)
-class PretrainConfig:
+class PretrainConfig(PresetConfig):
     """Optimisation and the paper's ablation switches (Table 3).
 
     ``batch_size`` is per process. ``visual_masking``: ``"uniform"`` (X-LXMERT) or ``"bernoulli"``
@@ -112,6 +113,7 @@ class PretrainConfig:
     split: str = "train"
     val_split: str = "val"
 
+    PRESET_KIND: ClassVar[str] = "pretraining"
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         # C.5: 20 epochs of ~9.2M sentences at batch 920 (4 GPUs × 230), lr 1e-5, fp16 (Apex O1).
         "paper": dict(
@@ -169,12 +171,6 @@ class PretrainConfig:
         object.__setattr__(self, "task_ratio", tuple(int(r) for r in ratio))
         if self.checkpoint_every < 1 or self.eval_every < 1 or self.keep_checkpoints < 1:
             raise XLXMERTError("checkpoint_every, eval_every and keep_checkpoints must be at least 1")
-
-    @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> PretrainConfig:
-        if name not in cls.PRESETS:
-            raise XLXMERTError(f"unknown pretraining preset {name!r}; choose one of {sorted(cls.PRESETS)}")
-        return cls(**{**cls.PRESETS[name], **overrides})
 
 
 # -- data ----------------------------------------------------------------------------------------
@@ -452,7 +448,7 @@ def batch_losses(
 
     ``ccc_weights``: FloatTensor[K] of per-word CCC weights (:func:`ccc_class_weights`); the loss
     is then the weighted mean over the masked cells."""
-    feats = batch.visual_feats if config.variant == "lxmert-grid" else None
+    feats = batch.visual_feats if config.exact_features else None
     out = model(
         batch.input_ids,
         batch.attention_mask,
@@ -566,7 +562,7 @@ def evaluate(
         feats = None
         if data.features is not None:
             feats = torch.from_numpy(data.features[rows].astype(np.float32)).reshape(B, M, -1).to(device)
-        model_feats = feats if cfg.variant == "lxmert-grid" else None
+        model_feats = feats if cfg.exact_features else None
         enc = model.encode_text(tok.input_ids.to(device), tok.attention_mask.to(device))
         for ratio in EVAL_MASK_RATIOS:
             mask = fixed_ratio_visual_mask(B, M, ratio, gen).to(device)
@@ -740,9 +736,9 @@ def pretrain(
     out, vocab_dir = Path(out), Path(vocab_dir)
     if not isinstance(tokenizer, TextTokenizer) and isinstance(tokenizer, (str, Path)):
         tokenizer = TextTokenizer.from_pretrained(tokenizer)
-    if transformer_config.variant == "lxmert-grid" and features_dir is None:
+    if transformer_config.exact_features and features_dir is None:
         raise XLXMERTError(
-            "the lxmert-grid variant reads exact features: pass --features FEATS (xlxmert features extract)"
+            "the +Grid variants read exact features: pass --features FEATS (xlxmert features extract)"
         )
 
     # Accelerate keeps its precision setting in a process-wide singleton; a second pretrain() call in
@@ -788,17 +784,17 @@ def pretrain(
     val_data, val_examples = data, data.pool(captions_only=True)[: pc.eval_samples]
     val_ids = vocab_dir / "ids" / f"{pc.val_split}.npy"
     val_caps = Path(data_root) / pc.val_split / f"captions_{pc.val_split}.json"
-    if pc.val_split != pc.split and val_ids.is_file() and val_caps.is_file() and cfg.variant == "x-lxmert":
+    if pc.val_split != pc.split and val_ids.is_file() and val_caps.is_file() and not cfg.exact_features:
         val_data = load_pretrain_data(data_root, vocab_dir, pc.val_split, None, object_cells=True)
         val_examples = np.arange(min(pc.eval_samples, len(val_data.texts)))
     majority = int(torch.bincount(data.visual_ids.flatten()).argmax())
     ccc_weights = ccc_class_weights(data.visual_ids, cfg.num_clusters, pc.ccc_class_balance)
 
     torch.manual_seed(pc.seed)  # initialisation
-    model = XLxmertForPreTraining(cfg, centroids)
+    model = build_transformer(cfg, centroids)
     if init_from is not None:
         init_dir = Path(init_from) / "transformer"
-        init_cfg = load_config(XLxmertConfig, init_dir)
+        init_cfg = load_config(type(cfg), init_dir)
         # Switching CCC's output to the standardized centroids keeps every weight's meaning.
         init_cfg = dataclasses.replace(init_cfg, standardize_ccc_output=cfg.standardize_ccc_output)
         if init_cfg != cfg:
