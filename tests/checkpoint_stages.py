@@ -54,8 +54,33 @@ def run_stage(stage: str, out: Path, paths: dict[str, str]) -> list[float]:
 
         pretrain_run(_tiny_of(paths), out, steps=6, checkpoint_every=1)
         return [v for _, split, m, v in pretrain_metrics(out) if split == "train" and m.startswith("loss")]
+    if stage == "finetune":
+        from xlxmert.training.finetune import FinetuneConfig, finetune
+
+        config = FinetuneConfig(
+            task="vqa",
+            epochs=1,
+            batch_size=8,
+            lr=1e-3,
+            head_lr=2e-3,
+            max_train=32,
+            max_eval=8,
+            checkpoint_every=1,
+        )
+        finetune(paths["model"], paths["shapes"], out, config, progress=False)
+        with (out / "finetune-vqa" / "metrics.csv").open() as f:
+            return [
+                float(r.split(",")[3])
+                for r in f.read().splitlines()[1:]
+                if r.split(",")[1:3] == ["train", "loss"]
+            ]
     raise ValueError(stage)
 
 
 def _tiny_of(paths: dict[str, str]) -> dict[str, Path]:
     return {k: Path(paths[k]) for k in ("data", "vocab", "feats", "tok")}
+
+
+def checkpoints_of(stage: str, out: Path) -> Path:
+    """Where ``stage`` keeps its checkpoints in ``out``."""
+    return Path(out) / ("finetune-vqa" if stage == "finetune" else "") / "checkpoints"

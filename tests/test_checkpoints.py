@@ -8,6 +8,7 @@ uninterrupted run's losses exactly.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import pickle
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from checkpoint_stages import run_stage
+from checkpoint_stages import checkpoints_of, run_stage
 from test_generator_training import world  # noqa: F401 - fixture
 from test_pretrain import (
     cli_args,
@@ -104,7 +105,18 @@ def test_a_kill_mid_write_leaves_the_previous_checkpoint(tmp_path):
 
 
 # -- the stages --------------------------------------------------------------------------------------
-STAGES = ("backbone", "evaluator", "matcher", "generator", "pretrain")
+STAGES = ("backbone", "evaluator", "matcher", "generator", "pretrain", "finetune")
+
+
+@pytest.fixture(scope="module")
+def finetune_model(tmp_path_factory, tiny_shapes):
+    """The tiny model folder with a tokenizer that knows the tiny split's questions."""
+    from test_finetune import _retokenize
+    from test_pipelines_tiny import build_tiny_model
+    from xlxmert.training.finetune_data import load_task_split
+
+    texts = load_task_split(tiny_shapes, "vqa", "train").texts
+    return _retokenize(build_tiny_model(tmp_path_factory.mktemp("ft") / "m"), texts)
 
 
 @pytest.fixture
@@ -115,6 +127,8 @@ def stage_paths(request, tiny_shapes):  # noqa: F811
         return stage, {"data": str(root), "vocab": str(vocab)}
     if stage == "pretrain":
         return stage, {k: str(v) for k, v in request.getfixturevalue("tiny").items()}
+    if stage == "finetune":
+        return stage, {"shapes": str(tiny_shapes), "model": str(request.getfixturevalue("finetune_model"))}
     return stage, {"shapes": str(tiny_shapes)}
 
 
@@ -153,13 +167,13 @@ def test_sigkill_after_the_first_checkpoint_then_rerun_repeats_the_losses(stage_
         env=env, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    ckpts = checkpoint_folders(out / CHECKPOINT_DIR)
+    ckpts = checkpoint_folders(checkpoints_of(stage, out))
     assert [p.name for p in ckpts] == ["step_0000001"]
     rerun = run_stage(stage, out, paths)
     got, want = _resumed_history(stage, straight, rerun)
     assert got == want and len(got) >= 3
     # The component stages delete their checkpoints once the result is saved.
-    left = checkpoint_folders(out / CHECKPOINT_DIR)
+    left = checkpoint_folders(checkpoints_of(stage, out))
     assert (left == []) == (stage in ("backbone", "evaluator", "matcher"))
 
 
@@ -183,13 +197,13 @@ def test_a_kill_between_write_and_rename_resumes_from_the_previous_checkpoint(
             raise _KilledBeforeRename
 
     monkeypatch.setattr(ckpt_module, "save_checkpoint", killed_before_rename)
-    for module in ("xlxmert.training.pretrain", "xlxmert.training.generator"):
-        monkeypatch.setattr(sys.modules[module], "save_checkpoint", killed_before_rename)
+    for module in ("xlxmert.training.pretrain", "xlxmert.training.generator", "xlxmert.training.finetune"):
+        monkeypatch.setattr(importlib.import_module(module), "save_checkpoint", killed_before_rename)
     out = tmp_path / "killed"
     with pytest.raises(_KilledBeforeRename):
         run_stage(stage, out, paths)
     monkeypatch.undo()
-    folders = sorted(p.name for p in (out / CHECKPOINT_DIR).iterdir())
+    folders = sorted(p.name for p in checkpoints_of(stage, out).iterdir())
     assert folders == [".tmp-step_0000003", "step_0000001", "step_0000002"]
     rerun = run_stage(stage, out, paths)
     got, want = _resumed_history(stage, straight, rerun)
