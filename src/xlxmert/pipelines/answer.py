@@ -15,8 +15,8 @@ import torch
 
 from xlxmert.data.tokenizer import TextTokenizer
 from xlxmert.errors import XLXMERTError
+from xlxmert.models.grid_embedding import GridEmbeddingModel
 from xlxmert.models.heads import TaskHead, TaskModel, available_heads, load_task_head
-from xlxmert.models.transformer import XLxmertForPreTraining
 from xlxmert.pipelines.common import (
     ImageEncoder,
     ImageInput,
@@ -47,7 +47,7 @@ class AnswerPipeline(ImageTextPipeline):
     def __init__(
         self,
         tokenizer: TextTokenizer,
-        transformer: XLxmertForPreTraining,
+        transformer: GridEmbeddingModel,
         image_encoder: ImageEncoder,
         head: TaskHead | None = None,
     ) -> None:

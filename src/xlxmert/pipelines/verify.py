@@ -17,8 +17,8 @@ import torch
 
 from xlxmert.data.tokenizer import TextTokenizer
 from xlxmert.errors import XLXMERTError
+from xlxmert.models.grid_embedding import GridEmbeddingModel
 from xlxmert.models.heads import TaskHead, TaskModel, load_task_head
-from xlxmert.models.transformer import XLxmertForPreTraining
 from xlxmert.pipelines.common import (
     ImageEncoder,
     ImageInput,
@@ -43,7 +43,7 @@ class NLVR2Pipeline:
     def __init__(
         self,
         tokenizer: TextTokenizer,
-        transformer: XLxmertForPreTraining,
+        transformer: GridEmbeddingModel,
         head: TaskHead,
         image_encoder: ImageEncoder,
     ) -> None:

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from xlxmert.errors import XLXMERTError
 from xlxmert.evaluation.tasks import majority_answer, question_only_answers, score_gqa, score_nlvr2, score_vqa
+from xlxmert.models.families import build_transformer, load_transformer
 from xlxmert.models.heads import (
     HEADS_DIR,
     TASKS,
@@ -42,7 +43,7 @@ from xlxmert.models.heads import (
     init_from_qa_head,
     save_task_head,
 )
-from xlxmert.models.transformer import XLxmertForPreTraining, load_centroids
+from xlxmert.models.transformer import load_centroids
 from xlxmert.training.finetune_data import (
     TaskSplit,
     answer_vocabulary,
@@ -234,7 +235,7 @@ def finetune(
     component_dir(model_dir, "transformer")  # one clear error for a folder without one
     tokenizer, pretrained = load_tokenizer_and_transformer(model_dir)
     tcfg = pretrained.config
-    features = tcfg.variant == "lxmert-grid"
+    features = tcfg.exact_features  # LXMERT+Grid (or UNITER+Grid) reads exact grid features
     train = load_task_split(data_root, cfg.task, cfg.train_split).head(cfg.max_train)
     val = load_task_split(data_root, cfg.task, cfg.val_split).head(cfg.max_eval)
     test = load_task_split(data_root, cfg.task, cfg.test_split).head(cfg.max_eval) if cfg.test_split else None
@@ -249,7 +250,7 @@ def finetune(
 
     torch.manual_seed(cfg.seed)  # initialisation of the head (and of the transformer from scratch)
     if cfg.from_scratch:
-        transformer = XLxmertForPreTraining(tcfg, load_centroids(component_dir(model_dir, "vocabulary")))
+        transformer = build_transformer(tcfg, load_centroids(component_dir(model_dir, "vocabulary")))
     else:
         transformer = pretrained
     head = build_head(
@@ -354,7 +355,7 @@ def _final_report(out, cfg, train, val, test, enc, history, copied, best, device
     """Score the best epoch's head (as saved) on val (and test), with the baselines; write report.json."""
     from xlxmert.models.heads import load_task_head
 
-    transformer = XLxmertForPreTraining.from_pretrained(out)
+    transformer = load_transformer(out)
     head = load_task_head(out, cfg.task, transformer)
     model = TaskModel(transformer, head).to(device).eval()
     report: dict[str, Any] = {
