@@ -201,6 +201,13 @@ RUN_CASES = [
     (["features", "extract", "--data", "nodata", "--backbone", "nobackbone", "--out", "feats"], "nobackbone"),
     (["vocab", "assign", "--features", "nofeats", "--vocab", "novocab"], "nofeats"),
     (["tokenizer", "train", "--data", "nodata", "--out", "tok"], "nodata"),
+    # an --out folder that is a file: refused before any work
+    (["pretrain", "--data", "nodata", "--vocab", "v", "--tokenizer", "t", "--out", "a_file"], "--out a_file"),
+    (["generator", "train", "--data", "nodata", "--vocab", "v", "--out", "a_file"], "--out a_file"),
+    (["backbone", "train", "--data", "nodata", "--out", "a_file/sub"], "a_file is a file"),
+    (["features", "extract", "--data", "nodata", "--out", "a_file"], "--out a_file"),
+    (["vocab", "build", "--features", "nofeats", "--out", "a_file"], "--out a_file"),
+    (["data", "shapes", "--out", "a_file", "--n", "2"], "--out a_file"),
 ]
 
 

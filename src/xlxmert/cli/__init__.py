@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "xlxmert.cli.verify",
     "xlxmert.cli.evaluate",
     "xlxmert.cli.train_all",
+    "xlxmert.cli.study",
     "xlxmert.cli.serve",
 )
 
@@ -79,7 +80,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "xlxmert: interrupted (finished work is kept; rerun the same command to resume)", file=sys.stderr
         )
         return 130
-    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as exc:
+    except (
+        FileNotFoundError,
+        FileExistsError,
+        PermissionError,
+        IsADirectoryError,
+        NotADirectoryError,
+    ) as exc:
         print(f"xlxmert: error: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)
         return 1
     except Exception as exc:  # noqa: BLE001 - the CLI promises no tracebacks

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from xlxmert.cli.output import check_output_dir
+
 
 def _shapes(args: argparse.Namespace) -> int:
+    check_output_dir(args.out, "--out")  # before any work
     from xlxmert.data.shapes.generate import generate_split
 
     split_dir = generate_split(

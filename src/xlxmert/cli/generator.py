@@ -10,6 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
+from xlxmert.cli.output import check_output_dir
 from xlxmert.errors import XLXMERTError
 
 
@@ -58,6 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    check_output_dir(args.out, "--out")  # before any work
     from xlxmert.training.generator import GeneratorTrainConfig, train_generator
 
     if args.perceptual is not None and not args.perceptual.is_dir():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from xlxmert.cli.output import check_output_dir
+
 
 def task_ratio(value: str) -> tuple[int, int, int]:
     """``"2,1,1"`` → ``(2, 1, 1)``: visual-masking, word-masking and matching batches per cycle."""
@@ -16,6 +18,7 @@ def task_ratio(value: str) -> tuple[int, int, int]:
 
 
 def _pretrain(args: argparse.Namespace) -> int:
+    check_output_dir(args.out, "--out")  # before any work
     from xlxmert.models.families import transformer_config
     from xlxmert.training.pretrain import PretrainConfig, pretrain
 

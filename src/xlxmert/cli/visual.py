@@ -14,6 +14,7 @@ import argparse
 import time
 from pathlib import Path
 
+from xlxmert.cli.output import check_output_dir
 from xlxmert.errors import XLXMERTError
 
 
@@ -110,6 +111,7 @@ def _needs_action(parser: argparse.ArgumentParser, name: str):
 
 
 def _backbone_train(args: argparse.Namespace) -> int:
+    check_output_dir(args.out, "--out")  # before any work
     from xlxmert.training.backbone import train_backbone
     from xlxmert.visual.backbones import ShapesBackboneConfig
 
@@ -136,6 +138,7 @@ def _backbone_train(args: argparse.Namespace) -> int:
 
 
 def _features_extract(args: argparse.Namespace) -> int:
+    check_output_dir(args.out, "--out")  # before any work
     from xlxmert.visual.backbones import ResNetBackbone, ShapesBackbone, load_backbone
     from xlxmert.visual.grid import GridFeatureExtractor, saved_grid_size
     from xlxmert.visual.store import extract_features
@@ -183,6 +186,7 @@ def _features_extract(args: argparse.Namespace) -> int:
 
 
 def _vocab_build(args: argparse.Namespace) -> int:
+    check_output_dir(args.out, "--out")  # before any work
     from xlxmert.visual.store import FeatureStore
     from xlxmert.visual.vocabulary import VocabularyConfig, build_vocabulary
 
