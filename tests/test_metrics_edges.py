@@ -5,6 +5,8 @@ Each assertion is a value the metric's definition fixes, written out by hand."""
 from __future__ import annotations
 
 import json
+import math
+import re
 
 import numpy as np
 import pytest
@@ -35,6 +37,12 @@ from xlxmert.evaluation.tasks import (
     vqa_accuracy,
     vqa_score,
 )
+
+
+def exactly(message: str) -> str:
+    """A ``pytest.raises`` pattern for the whole one-line message."""
+    return "^" + re.escape(message) + "$"
+
 
 RED_CIRCLE = Scene(1, "snow", (SceneObject("circle", "red", "large", 0.3, 0.5),))
 
@@ -141,7 +149,7 @@ def test_score_nlvr2_accuracy_consistency_and_templates():
 def test_majority_and_question_only_baselines():
     assert majority_answer(["b", "a", "a", "b", "c"]) == "b"  # a tie: the first seen
     assert majority_answer(["x"]) == "x"
-    with pytest.raises(XLXMERTError, match="no training answers"):
+    with pytest.raises(XLXMERTError, match=exactly("no training answers to take the majority of")):
         majority_answer([])
     train = ["What color?", "what  color?", "what color?", "how many", "how many"]
     answers = ["red", "blue", "blue", "2", "3"]
@@ -190,11 +198,11 @@ def test_task_loops_batch_and_limit(small, capsys):
 
 
 def test_task_loops_report_bad_answers_and_files_in_one_line(small, tmp_path):
-    with pytest.raises(XLXMERTError, match=r"answer_fn returned 1 answers for 2 questions"):
+    with pytest.raises(XLXMERTError, match=exactly("answer_fn returned 1 answers for 2 questions")):
         vqa_score(small, "test", lambda images, qs: ["yes"], n=2, batch_size=2)
-    with pytest.raises(XLXMERTError, match=r"answer_fn returned 0 answers for 1 questions"):
+    with pytest.raises(XLXMERTError, match=exactly("answer_fn returned 0 answers for 1 questions")):
         gqa_accuracy(small, "test", lambda images, qs: [], n=1)
-    with pytest.raises(XLXMERTError, match=r"judge_fn returned 3 labels for 2 statements"):
+    with pytest.raises(XLXMERTError, match=exactly("judge_fn returned 3 labels for 2 statements")):
         nlvr2_accuracy(small, "test", lambda a, b, s: [True] * 3, n=2, batch_size=2)
     # A question about an unknown image, an unannotated question.
     import shutil
@@ -203,21 +211,24 @@ def test_task_loops_report_bad_answers_and_files_in_one_line(small, tmp_path):
     shutil.copytree(small, broken)
     qfile = broken / "test" / "questions_test.json"
     questions = json.loads(qfile.read_text())
+    first_qid = questions["questions"][0]["question_id"]
     questions["questions"][0]["image_id"] = 999
     qfile.write_text(json.dumps(questions))
-    with pytest.raises(XLXMERTError, match=r"refers to unknown image 999"):
+    with pytest.raises(XLXMERTError, match=exactly(f"VQA question {first_qid} refers to unknown image 999")):
         vqa_score(broken, "test", lambda images, qs: ["yes"] * len(qs))
     questions["questions"][0]["image_id"] = questions["questions"][1]["image_id"]
     questions["questions"][0]["question_id"] = 123456
     qfile.write_text(json.dumps(questions))
-    with pytest.raises(XLXMERTError, match=r"question 123456 has no annotation in annotations_test.json"):
+    with pytest.raises(
+        XLXMERTError, match=exactly("VQA question 123456 has no annotation in annotations_test.json")
+    ):
         vqa_score(broken, "test", lambda images, qs: ["yes"] * len(qs))
     gfile = broken / "test" / "gqa_test.json"
     gqa = json.loads(gfile.read_text())
     first = next(iter(gqa))
     gqa[first]["imageId"] = "nowhere"
     gfile.write_text(json.dumps(gqa))
-    with pytest.raises(XLXMERTError, match=r"GQA question refers to unknown image 'nowhere'"):
+    with pytest.raises(XLXMERTError, match=exactly("GQA question refers to unknown image 'nowhere'")):
         gqa_accuracy(broken, "test", lambda images, qs: ["yes"] * len(qs))
 
 
@@ -244,7 +255,7 @@ def test_caption_correctness_single_caption_and_errors():
     assert caption_correctness(["a red circle"], [RED_CIRCLE]) == {"facts_true": 1.0, "all_true": 1.0, "n": 1}
     assert caption_correctness(["a blue circle"], [RED_CIRCLE])["facts_true"] == 0.0
     assert caption_correctness([], []) == {"facts_true": 0.0, "all_true": 0.0, "n": 0}
-    with pytest.raises(XLXMERTError, match=r"caption_correctness: 2 captions for 1 scenes"):
+    with pytest.raises(XLXMERTError, match=exactly("caption_correctness: 2 captions for 1 scenes")):
         caption_correctness(["a", "b"], [RED_CIRCLE])
 
 
@@ -290,7 +301,9 @@ def test_fid_and_is_of_pil_images_equal_those_of_tensors():
     from_tensors = frechet_distance(real, fake, Flatten(), num_features=12, batch_size=7)
     from_pil = frechet_distance(_pil(real), _pil(fake), Flatten())  # features probed from an image
     assert from_tensors > 0.1 and from_pil == pytest.approx(from_tensors, rel=1e-4)
-    with pytest.raises(XLXMERTError, match=r"FID needs at least 2 images per set \(got 1 real, 40 fake\)"):
+    with pytest.raises(
+        XLXMERTError, match=exactly("FID needs at least 2 images per set (got 1 real, 40 fake)")
+    ):
         frechet_distance(real[:1], fake, Flatten())
 
     class Logits(nn.Module):
@@ -334,11 +347,14 @@ def test_rank_first_counts_ties_as_misses():
 def test_r_precision_checks_its_inputs_and_reports_missing_categories():
     images, captions, scenes = _world()
     matcher = OracleMatcher(images, captions)
-    with pytest.raises(XLXMERTError, match=r"r_precision: 12 images, 11 captions, 12 scenes"):
+    with pytest.raises(XLXMERTError, match=exactly("r_precision: 12 images, 11 captions, 12 scenes")):
         r_precision(matcher, images, captions[:11], scenes)
-    with pytest.raises(XLXMERTError, match=r"r_precision: 12 images, 12 captions, 11 scenes"):
+    with pytest.raises(XLXMERTError, match=exactly("r_precision: 12 images, 12 captions, 11 scenes")):
         r_precision(matcher, images, captions, scenes[:11])
-    with pytest.raises(XLXMERTError, match="at least 2 images"):
+    with pytest.raises(
+        XLXMERTError,
+        match=exactly("R-precision needs at least 2 images (easy negatives come from other images)"),
+    ):
         r_precision(matcher, images[:1], captions[:1], scenes[:1])
     out = r_precision(matcher, images, captions, scenes, easy_negatives=30, hard_count=3, batch_size=5)
     assert out["easy"] == 1.0 and out["hard"] == 1.0  # 30 negatives from 11 captions: drawn again
@@ -357,16 +373,18 @@ def test_hard_negatives_draw_without_repetition_while_the_pool_lasts():
     many = hard_negatives("a red circle in the snow", RED_CIRCLE, rng, n=pool_size + 4)
     assert len(many) == pool_size + 4 and len(set(many)) == pool_size
     assert hard_negatives("shapes", RED_CIRCLE, rng) == []
-    with pytest.raises(XLXMERTError, match="unknown category 'size'"):
+    with pytest.raises(
+        XLXMERTError, match=exactly("unknown category 'size'; choose one of shape, color, number, position")
+    ):
         hard_negatives("a red circle", RED_CIRCLE, rng, category="size")
 
 
 def test_semantic_accuracy_checks_inputs_and_empty_categories():
     images, captions, scenes = _world(4)
     matcher = OracleMatcher(images, captions)
-    with pytest.raises(XLXMERTError, match=r"semantic_accuracy: 4 images, 3 captions, 4 scenes"):
+    with pytest.raises(XLXMERTError, match=exactly("semantic_accuracy: 4 images, 3 captions, 4 scenes")):
         semantic_accuracy(matcher, images, captions[:3], scenes)
-    with pytest.raises(XLXMERTError, match=r"semantic_accuracy: 4 images, 4 captions, 3 scenes"):
+    with pytest.raises(XLXMERTError, match=exactly("semantic_accuracy: 4 images, 4 captions, 3 scenes")):
         semantic_accuracy(matcher, images, captions, scenes[:3])
     out = semantic_accuracy(matcher, images, captions, scenes, batch_size=3)
     assert out["shape"] == out["color"] == 1.0 and out["n_shape"] == 4  # places are no category
@@ -398,7 +416,7 @@ def test_semantic_accuracy_counts_a_filler_that_keeps_the_caption_true():
 def test_fact_scores_checks_inputs_and_empty_input():
     images, captions, scenes = _world(3)
     reader = OracleEvaluator(images, scenes)
-    with pytest.raises(XLXMERTError, match=r"fact_scores: 3 images but 2 captions"):
+    with pytest.raises(XLXMERTError, match=exactly("fact_scores: 3 images but 2 captions")):
         fact_scores(reader, images, captions[:2])
     assert fact_scores(reader, images[:0], []) == {"facts_true": 0.0, "all_facts_true": 0.0}
     half = fact_scores(reader, images[:1], ["a red circle at night"])  # 1 of its 2 facts
@@ -447,3 +465,82 @@ def test_evaluator_accuracy_matches_objects_by_colour_shape_and_centre(tmp_path)
     night = reading(red, blue, place="night")
     assert night["place"] == 0.0 and night["scene_exact"] == 0.0 and night["num_images"] == 1.0
     assert scene_signature(truth) == ("snow", (("blue", "star", "small"), ("red", "circle", "large")))
+
+
+class Spy(nn.Module):
+    """Flattens images into features and records the batch sizes it is called with."""
+
+    def __init__(self, num_features: int | None = None):
+        super().__init__()
+        self.calls: list[int] = []
+        if num_features is not None:
+            self.num_features = num_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append(x.shape[0])
+        return x.flatten(1)
+
+
+def _random_images(n: int, seed: int, high: int = 256) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, high, (n, 3, 2, 2), generator=g).float().div(127.5).sub(1)
+
+
+def test_fid_batches_probes_only_when_it_must_and_takes_two_images():
+    real, fake = _random_images(70, 0), _random_images(70, 1, high=200)
+    declared = Spy(num_features=12)
+    value = frechet_distance(real, fake, declared)
+    assert declared.calls == [64, 6, 64, 6]  # the default batch; no probe (it declares its features)
+    undeclared = Spy()
+    assert frechet_distance(real, fake, undeclared, batch_size=30) == pytest.approx(value, rel=1e-5)
+    assert undeclared.calls == [2, 30, 30, 10, 30, 30, 10]  # one probe of two real images first
+    wrong = Spy(num_features=99)  # an explicit count wins over the network's attribute
+    assert frechet_distance(real, fake, wrong, num_features=12) == pytest.approx(value, rel=1e-5)
+    assert frechet_distance(real[:2], fake[:2], Flatten(), num_features=12) >= 0.0  # two are enough
+
+
+class Logits(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.calls: list[int] = []
+
+    def forward(self, x):
+        self.calls.append(x.shape[0])
+        return x.flatten(1)[:, :4] * 3
+
+
+def test_inception_score_default_splits_shuffle_and_batches():
+    images = _random_images(70, 2)
+    classifier = Logits()
+    mean, std = inception_score(images, classifier)
+    assert classifier.calls == [64, 6]
+    # IS over 10 splits of the images shuffled by torch.randperm under the seed, written out.
+    p = (images.flatten(1)[:, :4] * 3).double().softmax(1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        order = torch.randperm(70)
+    per_split = []
+    for chunk in p[order].chunk(10):
+        kl = (chunk * (chunk.log() - chunk.mean(0, keepdim=True).log())).sum(1).mean()
+        per_split.append(math.exp(float(kl)))
+    assert mean == pytest.approx(float(np.mean(per_split)), rel=1e-5)
+    assert std == pytest.approx(float(np.std(per_split, ddof=1)), rel=1e-4)
+    two = inception_score(images, Logits(), splits=2)
+    assert two[1] > 0.0  # two splits have a spread
+    assert inception_score(images[:1], Logits()) == (pytest.approx(1.0), 0.0)  # one image, one split
+
+
+def test_fact_scores_reads_in_batches_of_64_by_default():
+    images = torch.stack([torch.full((3, 4, 4), -1.0 + 2 * i / 255) for i in range(70)])
+    scenes = [RED_CIRCLE] * 70
+    reader = OracleEvaluator(images, scenes)
+    sizes = []
+    original = reader.predict_scenes
+
+    def spy(batch, *args, **kwargs):
+        sizes.append(len(batch))
+        return original(batch, *args, **kwargs)
+
+    reader.predict_scenes = spy
+    assert fact_scores(reader, images, ["a red circle"] * 70) == {"facts_true": 1.0, "all_facts_true": 1.0}
+    assert sizes == [64, 6]
