@@ -133,7 +133,7 @@ def test_refinement_rewrites_a_word_the_model_prefers_when_it_alone_is_masked():
         return logits, torch.zeros(len(input_ids))
 
     plain = MaskPredictCaptionDecoder(refine_steps=0).decode(predict_rows, [[]], L, TOKENS, lengths=[3])
-    refined = MaskPredictCaptionDecoder().decode(predict_rows, [[]], L, TOKENS, lengths=[3])
+    refined = MaskPredictCaptionDecoder(refine_steps=8).decode(predict_rows, [[]], L, TOKENS, lengths=[3])
     assert plain.input_ids[0, 1:4].tolist() in ([10, 10, 10], [10, 11, 10])
     assert refined.input_ids[0, 1:4].tolist() == [10, 11, 10]
     assert refined.scores[0] > plain.scores[0] or plain.input_ids[0, 2] == 11
