@@ -274,8 +274,9 @@ def test_images_to_batches_from_tensors_and_pil_images():
     from_pil = list(images_to_batches(_pil(images), batch_size=3))
     assert [b.shape[0] for b in from_pil] == [3, 3, 1]
     torch.testing.assert_close(torch.cat(from_pil), images)
-    assert [b.shape[0] for b in images_to_batches(images)] == [7]  # default batch 64
-    assert [b.shape[0] for b in images_to_batches(_pil(images))] == [7]
+    seventy = images.repeat(10, 1, 1, 1)
+    assert [b.shape[0] for b in images_to_batches(seventy)] == [64, 6]  # the default batch
+    assert [b.shape[0] for b in images_to_batches(_pil(seventy))] == [64, 6]
 
 
 def test_float_input_reads_uint8_as_minus_one_to_one_and_flattens():
@@ -292,6 +293,18 @@ def test_float_input_reads_uint8_as_minus_one_to_one_and_flattens():
     assert torch.equal(seen[-1], torch.tensor([[[[-1.0, 1.0]], [[1.0, -1.0]], [[-1.0, -1.0]]]]))
     assert torch.equal(out, torch.tensor([[-2.0, 2.0, -2.0]]))
     assert torch.equal(wrapped(torch.ones(1, 3, 2, 2)), torch.full((1, 3), 2.0))  # floats kept
+
+    class Shaped(nn.Module):
+        def __init__(self, shape):
+            super().__init__()
+            self.shape = shape
+
+        def forward(self, x):
+            return torch.arange(float(np.prod(self.shape))).reshape(self.shape)
+
+    assert _FloatInput(Shaped((2, 3, 2)))(torch.zeros(2, 3, 1, 1)).shape == (2, 6)  # 3-D: flattened
+    assert _FloatInput(Shaped((2, 5)))(torch.zeros(2, 3, 1, 1)).shape == (2, 5)
+    assert _FloatInput(Shaped((2,)))(torch.zeros(2, 3, 1, 1)).shape == (2,)  # 1-D: as it is
 
 
 def test_fid_and_is_of_pil_images_equal_those_of_tensors():
@@ -543,4 +556,30 @@ def test_fact_scores_reads_in_batches_of_64_by_default():
 
     reader.predict_scenes = spy
     assert fact_scores(reader, images, ["a red circle"] * 70) == {"facts_true": 1.0, "all_facts_true": 1.0}
+    assert sizes == [64, 6]
+
+
+def test_evaluator_accuracy_reads_images_at_the_evaluators_size_in_batches_of_64(tmp_path):
+    from xlxmert.evaluation.split import images_uint8, load_example_images, to_float
+
+    examples, scenes = [], []
+    for i in range(70):
+        path = tmp_path / f"{i}.png"
+        Image.new("RGB", (64, 64), (i, 255 - i, (7 * i) % 256)).save(path)
+        scene = Scene(i, ("snow", "night", "fog", "sand")[i % 4], RED_CIRCLE.objects)
+        examples.append(EvalExample(i, path, scene, ("a red circle",)))
+        scenes.append(scene)
+    small = to_float(images_uint8(load_example_images(examples), 32))  # what a 32-px evaluator reads
+    reader = OracleEvaluator(small, scenes)
+    assert reader.config.image_size == 32
+    sizes = []
+    forward = reader.forward
+
+    def spy(images):
+        sizes.append(images.shape[0])
+        return forward(images)
+
+    reader.forward = spy
+    result = evaluator_accuracy(reader, examples)
+    assert result["place"] == 1.0 and result["scene_exact"] == 1.0 and result["num_images"] == 70.0
     assert sizes == [64, 6]
