@@ -148,6 +148,7 @@ PARSE_CASES = [
     (["data", "shapes", "--n", "0"], "--n"),
     (["tokenizer", "train", "--vocab-size", "0"], "--vocab-size"),
     (["train-all", "--pretrain-lr", "nan"], "--pretrain-lr"),
+    (["train-all", "--grid-size", "0"], "--grid-size"),
 ]
 
 

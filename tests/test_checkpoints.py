@@ -132,6 +132,17 @@ def stage_paths(request, tiny_shapes):  # noqa: F811
     return stage, {"shapes": str(tiny_shapes)}
 
 
+_STRAIGHT: dict[tuple[str, str], list[float]] = {}
+
+
+def _straight(stage: str, paths: dict[str, str], tmp_path_factory) -> list[float]:
+    """The uninterrupted run's losses (computed once per stage and data)."""
+    key = (stage, json.dumps(paths, sort_keys=True))
+    if key not in _STRAIGHT:
+        _STRAIGHT[key] = run_stage(stage, tmp_path_factory.mktemp(f"straight-{stage}"), paths)
+    return _STRAIGHT[key]
+
+
 KILLER = """
 import json, os, signal, sys
 sys.path.insert(0, {here!r})
@@ -156,9 +167,11 @@ def _resumed_history(stage, straight, rerun):
 
 
 @pytest.mark.parametrize("stage_paths", STAGES, indirect=True)
-def test_sigkill_after_the_first_checkpoint_then_rerun_repeats_the_losses(stage_paths, tmp_path):
+def test_sigkill_after_the_first_checkpoint_then_rerun_repeats_the_losses(
+    stage_paths, tmp_path, tmp_path_factory
+):
     stage, paths = stage_paths
-    straight = run_stage(stage, tmp_path / "straight", paths)
+    straight = _straight(stage, paths, tmp_path_factory)
     out = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     code = KILLER.format(here=str(HERE))
@@ -183,10 +196,10 @@ class _KilledBeforeRename(BaseException):
 
 @pytest.mark.parametrize("stage_paths", STAGES, indirect=True)
 def test_a_kill_between_write_and_rename_resumes_from_the_previous_checkpoint(
-    stage_paths, tmp_path, monkeypatch
+    stage_paths, tmp_path, tmp_path_factory, monkeypatch
 ):
     stage, paths = stage_paths
-    straight = run_stage(stage, tmp_path / "straight", paths)
+    straight = _straight(stage, paths, tmp_path_factory)
     real, calls = ckpt_module.save_checkpoint, []
 
     def killed_before_rename(folder, step, state, keep=2):

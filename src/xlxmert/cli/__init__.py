@@ -56,9 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Library warnings (a damaged checkpoint skipped, a caption cut) as one stderr line each."""
-    print(f"xlxmert: warning: {message}", file=sys.stderr)
+def _one_line_warnings(show):
+    """``warnings.showwarning`` printing UserWarnings (the library's: a damaged checkpoint skipped,
+    a caption cut) as one stderr line each; other categories go to ``show``."""
+
+    def one_line(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, UserWarning):
+            print(f"xlxmert: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return one_line
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -70,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         with warnings.catch_warnings():
-            warnings.showwarning = _one_line_warning
+            warnings.showwarning = _one_line_warnings(warnings.showwarning)
             code = args.func(args)
     except XLXMERTError as exc:
         print(f"xlxmert: error: {exc}", file=sys.stderr)
