@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -420,14 +421,17 @@ def r_precision(
     hard_count: int = 9,
     batch_size: int = 16,
     progress: bool = False,
-) -> dict[str, float | None]:
+    return_hits: bool = False,
+) -> dict[str, Any]:
     """R-precision of ``images: FloatTensor[B, 3, H, W] in [-1, 1]`` for ``captions`` (one per image).
 
     ``scenes[i]`` is the scene ``captions[i]`` describes: hard negatives must be false of it. Easy
     negatives are captions of the *other* entries (``captions`` is also the pool), so B should be
     at least 100 for the paper's 1-in-100 setting (fewer distinct negatives are repeated).
     Returns ``easy``, ``hard`` (swaps of any category) and ``hard_<category>`` (None where no caption
-    has a swap of that category), plus ``n_hard_<category>`` counts.
+    has a swap of that category), plus ``n_hard_<category>`` counts. ``return_hits`` adds each
+    image's outcome, ``easy_hits`` and ``hard_hits`` (lists of n bools; None where an image's caption
+    has no hard negative), for resampling (e.g. bootstrap intervals).
     """
     n = len(captions)
     if images.shape[0] != n or len(scenes) != n:
@@ -451,6 +455,8 @@ def r_precision(
     for s in tqdm(range(0, n, batch_size), desc="R-precision", disable=not progress):
         hits.append(_rank_first(matcher.score(images[s : s + batch_size], easy_rows[s : s + batch_size])))
     result["easy"] = float(torch.cat(hits).float().mean())
+    if return_hits:
+        result["easy_hits"] = torch.cat(hits).tolist()
     for category, rows in hard_rows.items():
         key = "hard" if category is None else f"hard_{category}"
         if not rows:
@@ -464,4 +470,9 @@ def r_precision(
             hits.append(_rank_first(matcher.score(images[idx], [r for _, r in chunk])))
         result[key] = float(torch.cat(hits).float().mean())
         result[f"n_{key}"] = len(rows)
+        if return_hits and category is None:
+            per_image: list[bool | None] = [None] * n
+            for (i, _), hit in zip(rows, torch.cat(hits).tolist()):
+                per_image[i] = hit
+            result["hard_hits"] = per_image
     return result
