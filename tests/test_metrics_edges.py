@@ -468,6 +468,15 @@ def test_evaluator_accuracy_matches_objects_by_colour_shape_and_centre(tmp_path)
     assert far["object_recall"] == 0.5 and far["object_precision"] == 0.5
     far_y = reading(SceneObject("circle", "red", "large", 0.3, 0.61), blue)
     assert far_y["object_recall"] == 0.5
+    # Exactly 0.1 away (0.2 - 0.1 == 0.1 in floating point): "within 0.1" is strict.
+    edge = Scene(1, "snow", (SceneObject("circle", "red", "large", 0.2, 0.2),))
+    edge_example = EvalExample(1, path, edge, ("a red circle",))
+    for moved in (
+        SceneObject("circle", "red", "large", 0.1, 0.2),
+        SceneObject("circle", "red", "large", 0.2, 0.1),
+    ):
+        reader = OracleEvaluator(image[None], [Scene(1, "snow", (moved,))])
+        assert evaluator_accuracy(reader, [edge_example])["object_recall"] == 0.0
     extra = reading(red, blue, SceneObject("cross", "green", "small", 0.5, 0.9))
     assert extra["object_recall"] == 1.0 and extra["object_precision"] == pytest.approx(2 / 3)
     assert extra["scene_exact"] == 0.0 and extra["pair_counts"] == 0.0 and extra["place"] == 1.0
