@@ -32,7 +32,7 @@ def study(tmp_path_factory):
         eval_n=4,
     )
     config = StudyConfig.from_preset(
-        "small", seeds=1, n_boot=50, set_boot=2, timing_images=1, finetune_max_train=16
+        "small", seeds=1, n_boot=50, set_boot=2, timing_images=1, finetune_max_train=16, easy_negatives=9
     )
     return {"data": root / "data", "out": root / "out", "recipe": recipe, "config": config}
 

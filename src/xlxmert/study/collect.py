@@ -67,7 +67,13 @@ def collect_rows(
     def row(key, label, kind, images, caps, scs, reference, reported) -> dict[str, Any]:
         values: dict[str, dict[str, Any]] = {}
         items = [
-            item_scores(suite, images[s], caps[s], scs, EvaluationConfig(seed=seed))
+            item_scores(
+                suite,
+                images[s],
+                caps[s],
+                scs,
+                EvaluationConfig(seed=seed, easy_negatives=study.easy_negatives),
+            )
             for s, seed in enumerate(seeds)
         ]
         for metric in items[0]:

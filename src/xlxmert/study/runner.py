@@ -54,6 +54,7 @@ class StudyConfig(PresetConfig):
     fine-tuning runs once per seed). ``pretrain_steps`` / ``eval_n``: None takes the recipe's.
     ``n_boot``: bootstrap replicates of per-caption scores; ``set_boot``: of FID/IS (recomputed per
     replicate). ``timing_images``: captions painted to time each Table-4 sampler.
+    ``easy_negatives``: R-precision-easy's other captions per image (the paper's 1 in 100).
     """
 
     preset: str = "full"
@@ -65,8 +66,9 @@ class StudyConfig(PresetConfig):
     finetune_batch_size: int = 32
     finetune_max_train: int | None = None
     n_boot: int = 1000
-    set_boot: int = 100
+    set_boot: int = 50
     timing_images: int = 16
+    easy_negatives: int = 99
     confidence: float = 0.95
 
     PRESET_KIND: ClassVar[str] = "study budget"
@@ -307,13 +309,16 @@ def evaluate_row(
     sampling: dict[str, Any],
     seeds: int,
     progress: bool,
+    easy_negatives: int = 99,
 ) -> list[dict[str, Any]]:
     """``xlxmert evaluate`` of one model with one sampler, once per seed (cached by evaluate)."""
     from xlxmert.evaluation.report import IMAGE_METRICS, EvaluationConfig, evaluate
 
     results = []
     for seed in range(seeds):
-        config = EvaluationConfig(split="test", n=n, metrics=IMAGE_METRICS, seed=seed, **sampling)
+        config = EvaluationConfig(
+            split="test", n=n, metrics=IMAGE_METRICS, seed=seed, easy_negatives=easy_negatives, **sampling
+        )
         results.append(
             evaluate(
                 [model_dir], work / "data", work / "eval-suite", eval_dir / f"seed-{seed}", config, progress
@@ -385,7 +390,9 @@ def run_table(
         log(
             f"evaluate {spec.label(key)} ({sampling['sampler']}) on {n} test captions × {study.seeds} seed(s)"
         )
-        evaluations[key] = evaluate_row(model_dir, folder, work, n, sampling, study.seeds, progress)
+        evaluations[key] = evaluate_row(
+            model_dir, folder, work, n, sampling, study.seeds, progress, study.easy_negatives
+        )
 
     extra: dict[str, dict[str, list[float]]] = {}
     if spec.finetune:
