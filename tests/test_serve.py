@@ -435,9 +435,11 @@ def test_serve_cli_binds_loopback_by_default_and_rejects_bad_settings(model_dir,
     assert main(["serve", "--model", str(model_dir), "--host", "0.0.0.0", "--port", "9000"]) == 0
     assert seen["host"] == "0.0.0.0" and seen["port"] == 9000
     assert "xlxmert: warning: --host 0.0.0.0 lets other machines reach this server" in capsys.readouterr().err
-    assert main(["serve", "--model", str(model_dir), "--max-concurrent", "0"]) == 1
+    with pytest.raises(SystemExit) as usage_error:  # refused when parsed: a usage error
+        main(["serve", "--model", str(model_dir), "--max-concurrent", "0"])
     err = capsys.readouterr().err
-    assert err.startswith("xlxmert: error: max_concurrent must be >= 1") and err.count("\n") == 1
+    assert usage_error.value.code == 2 and err.count("\n") == 1
+    assert "argument --max-concurrent: must be a whole number in [1, " in err
     assert main(["serve", "--model", str(model_dir / "missing")]) == 1
     assert capsys.readouterr().err.count("\n") == 1
 

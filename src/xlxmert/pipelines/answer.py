@@ -25,6 +25,7 @@ from xlxmert.pipelines.common import (
     tokenize_texts,
     visual_inputs,
 )
+from xlxmert.utils.hub import resolve_model_folder
 
 ANSWER_HEADS = ("vqa", "gqa")
 
@@ -75,6 +76,7 @@ class AnswerPipeline(ImageTextPipeline):
         pretraining QA head."""
         if head is not None and head not in ANSWER_HEADS:
             raise XLXMERTError(f"unknown answer head {head!r}; choose one of {ANSWER_HEADS}")
+        model_dir = resolve_model_folder(model_dir)
         tokenizer, transformer = load_tokenizer_and_transformer(model_dir)
         if head is None:
             head = next((t for t in ANSWER_HEADS if t in available_heads(model_dir)), None)

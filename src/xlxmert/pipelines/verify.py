@@ -26,6 +26,7 @@ from xlxmert.pipelines.common import (
     tokenize_texts,
     visual_inputs,
 )
+from xlxmert.utils.hub import resolve_model_folder
 
 
 @dataclass
@@ -56,7 +57,8 @@ class NLVR2Pipeline:
     @classmethod
     def from_pretrained(cls, model_dir: str | Path) -> NLVR2Pipeline:
         """Load ``tokenizer/``, ``transformer/`` (with ``heads/nlvr2/``'s fine-tuned weights),
-        ``backbone/`` and ``vocabulary/`` of a model folder."""
+        ``backbone/`` and ``vocabulary/`` of a model folder (or of a Hub repository id's snapshot)."""
+        model_dir = resolve_model_folder(model_dir)
         tokenizer, transformer = load_tokenizer_and_transformer(model_dir)
         head = load_task_head(model_dir, "nlvr2", transformer)
         encoder = ImageEncoder.from_pretrained(model_dir, transformer.config.grid_size)
