@@ -339,8 +339,8 @@ def _paint(
 def _paint_empty_caption(pipe, n: int, config: EvaluationConfig) -> list[Image.Image]:
     """The empty-caption control: the transformer reads only ``[CLS] [SEP]``.
 
-    Painted with the same sampler settings as the models' rows; one image, repeated (every
-    caption's draws are seeded alike, so with no words every image would be the same).
+    Painted with the same sampler settings as the models' rows; one image (the first item's draws),
+    repeated: the control measures what the caption-free prediction paints, at one image's cost.
     """
     out = pipe([""], sampler=_sampler(config), seed=config.seed, allow_empty=True)
     return out.images * n
