@@ -121,6 +121,7 @@ def test_nlvr2_sentence_key_drops_the_pair_index():
     assert nlvr2_sentence_key("dev-850-1-3") == "dev-850-3"
     assert nlvr2_sentence_key("test1-7-0-0") == "test1-7-0"
     assert nlvr2_sentence_key("a-b-c") == "a-b-c" and nlvr2_sentence_key("x") == "x"
+    assert nlvr2_sentence_key("x-y-850-1-3") == "x-y-850-3"  # only the pair index goes
 
 
 def test_score_nlvr2_accuracy_consistency_and_templates():
@@ -144,6 +145,18 @@ def test_score_nlvr2_accuracy_consistency_and_templates():
     assert out["consistency"] == 0.5
     no_ids = [{"sentence": "s", "label": False}]
     assert score_nlvr2([False], no_ids)["consistency"] == 1.0 and score_nlvr2([], [])["accuracy"] == 0.0
+    assert score_nlvr2([False], no_ids)["accuracy"] == 1.0
+    # Without identifiers every record is its own pair: grouped by sentence text.
+    two = [{"sentence": "s", "label": True}, {"sentence": "t", "label": True}]
+    assert score_nlvr2([True, False], two)["consistency_groups"] == "sentence text"
+    # A group is consistent only if every pair is right, whichever comes last.
+    first_wrong = [
+        {"identifier": "d-1-0-0", "sentence": "s", "label": True},
+        {"identifier": "d-1-1-0", "sentence": "s", "label": True},
+    ]
+    assert score_nlvr2([False, True], first_wrong)["consistency"] == 0.0
+    with pytest.raises(ValueError):
+        score_nlvr2([True], two)
 
 
 def test_majority_and_question_only_baselines():
@@ -195,6 +208,34 @@ def test_task_loops_batch_and_limit(small, capsys):
 
     assert nlvr2_accuracy(small, "test", judge, n=5, batch_size=2)["n"] == 5 and judged == [2, 2, 1]
     assert capsys.readouterr().err == ""  # no progress bar unless asked for
+    vqa_score(small, "test", answer, n=2, progress=True)
+    gqa_accuracy(small, "test", answer, n=2, progress=True)
+    nlvr2_accuracy(small, "test", judge, n=2, progress=True)
+    bars = capsys.readouterr().err
+    assert "VQA: " in bars and "GQA: " in bars and "NLVR2: " in bars
+
+
+def test_task_loops_name_a_missing_file(small, tmp_path):
+    empty = tmp_path / "empty" / "test"
+    empty.mkdir(parents=True)
+    for fn, what, name in (
+        (vqa_score, "VQA questions", "questions_test.json"),
+        (gqa_accuracy, "GQA questions", "gqa_test.json"),
+    ):
+        with pytest.raises(XLXMERTError, match=exactly(f"{what} file not found: {empty / name}")):
+            fn(tmp_path / "empty", "test", lambda images, qs: qs)
+    import shutil
+
+    shutil.copy(small / "test" / "questions_test.json", empty)
+    with pytest.raises(
+        XLXMERTError, match=exactly(f"VQA annotations file not found: {empty / 'annotations_test.json'}")
+    ):
+        vqa_score(tmp_path / "empty", "test", lambda images, qs: qs)
+    shutil.copy(small / "test" / "annotations_test.json", empty)
+    with pytest.raises(
+        XLXMERTError, match=exactly(f"COCO captions file not found: {empty / 'captions_test.json'}")
+    ):
+        vqa_score(tmp_path / "empty", "test", lambda images, qs: qs)
 
 
 def test_task_loops_report_bad_answers_and_files_in_one_line(small, tmp_path):
