@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="reproduce one of the paper's Tables 1-4 on ShapeScenes (trains, evaluates, writes the table)",
         description="Train what the paper's table needs, evaluate every row with the same graders and "
         "captions over several seeds, and write OUT/tableN.md, OUT/tableN.json and OUT/tableN.png "
-        "(bars with 95%% bootstrap intervals over seeds and captions; a column says whether the paper's "
+        "(bars with 95 % bootstrap intervals over seeds and captions; a column says whether the paper's "
         "ordering holds, decided with the interval). DATA is the ShapeScenes data root "
         "(DATA/train, val, test, compositional), generated there with the recipe's sizes if it has no "
         "splits; OUT holds everything else (OUT/work: the shared tokenizer, backbone, features, "

@@ -9,6 +9,7 @@ recomputed on each replicate's resampled images (:func:`set_statistics`).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -97,7 +98,9 @@ def set_statistics(
 
     def inception(s: int, idx: np.ndarray) -> float:
         fake = images[s][torch.as_tensor(idx)]
-        return inception_score(fake, EvaluatorClassLogits(suite.evaluator), seed=seeds[s])[0]
+        with warnings.catch_warnings():  # torchmetrics' buffer notice, once per replicate otherwise
+            warnings.filterwarnings("ignore", message="Metric `InceptionScore` will save")
+            return inception_score(fake, EvaluatorClassLogits(suite.evaluator), seed=seeds[s])[0]
 
     stats: dict[str, Callable[[int, np.ndarray], float]] = {"is": inception}
     if reference is not None:
