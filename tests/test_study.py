@@ -89,6 +89,9 @@ def test_table1_end_to_end(study):
     for key in ("facts_true", "all_facts_true", "fid", "is"):
         assert rows["x-lxmert"]["values"][key]["mean"] == pytest.approx(model[key])
     assert rows["x-lxmert"]["values"]["rprec_easy"]["mean"] == pytest.approx(model["rprec_easy"])
+    md = (study["out"] / "table1.md").read_text()
+    assert "| Original images > X-LXMERT | IS↑ |" in md
+    assert "| LXMERT+Grid (probe painting) > X-LXMERT | VQA↑ |" in md
     understanding = [c for c in saved["claims"] if c["metric"] == "vqa"]
     assert understanding[0]["verdict"] == "undecided (no interval)"
 

@@ -141,7 +141,12 @@ def prepare_base(data: Path, out: Path, recipe: TrainAllConfig, progress: bool, 
         (data / s / f"captions_{s}.json").is_file() for s in splits
     ):
         _write_marker(work, "data", {"seconds": 0.0, "report": {"data": str(data), "given": True}})
-    train_all(out / "work-model", recipe, work=work, progress=progress, log=log, stop_after="generator")
+
+    def stage_log(line: str) -> None:  # train-all's "rerun without --stop-after" hint is not ours
+        if not line.startswith("stopped after"):
+            log(line)
+
+    train_all(out / "work-model", recipe, work=work, progress=progress, log=stage_log, stop_after="generator")
     suite = next(s for s in recipe_stages(recipe) if s.name == "evaluation suite")
     if _load_marker(work, suite.folder) is None:
         log(f"graders → {work / suite.folder}")

@@ -131,6 +131,8 @@ class TableSpec:
         return tuple(s.key for s in self.samplers) if self.samplers else self.models
 
     def label(self, key: str) -> str:
+        if key == ORIGINAL:
+            return "Original images"
         if key in self.labels:
             return self.labels[key]
         if self.samplers:
