@@ -56,8 +56,8 @@ BUGS: list[tuple[str, str, str, str, list[str]]] = [
     (
         "the CLI ignores $XLXMERT_MODEL",
         "cli/paint.py",
-        "return Path(args.model) if args.model else default_model_dir()",
-        "return Path(args.model) if args.model else Path('models/shapes-64')",
+        "if args.model else default_model_dir()",
+        "if args.model else Path('models/shapes-64')",
         ["tests/test_wiring.py", "tests/test_readme_commands.py"],
     ),
     (
