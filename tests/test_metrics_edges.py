@@ -633,3 +633,49 @@ def test_evaluator_accuracy_reads_images_at_the_evaluators_size_in_batches_of_64
     result = evaluator_accuracy(reader, examples)
     assert result["place"] == 1.0 and result["scene_exact"] == 1.0 and result["num_images"] == 70.0
     assert sizes == [64, 6]
+
+
+class RowSpy(nn.Module):
+    """Ranks the true caption first for even-numbered images only, and records what it is asked."""
+
+    def __init__(self, images: torch.Tensor, captions: list[str]):
+        super().__init__()
+        self.truth = {float(img[0, 0, 0]): (i, c) for i, (img, c) in enumerate(zip(images, captions))}
+        self.rows: list[list[str]] = []
+        self.batches: list[int] = []
+
+    def score(self, images, rows):
+        self.batches.append(len(rows))
+        self.rows.extend(rows)
+        out = torch.zeros(len(rows), len(rows[0]))
+        for b, image in enumerate(images):
+            i, _ = self.truth[float(image[0, 0, 0])]
+            out[b, 0] = 1.0 if i % 2 == 0 else -1.0
+        return out
+
+
+def test_r_precision_defaults_batches_and_exact_shares(capsys):
+    images, captions, scenes = _world(12)
+    spy = RowSpy(images, captions)
+    out = r_precision(spy, images, captions, scenes)
+    assert out["easy"] == 0.5 and out["hard"] == 0.5  # exactly the even-numbered images
+    assert out["hard_shape"] == out["hard_color"] == 0.5 and out["hard_position"] is None
+    assert "hard_number" in out and "n_hard_position" in out  # every category reported
+    easy_rows = spy.rows[:12]
+    assert {len(r) for r in easy_rows} == {100} and {len(r) for r in spy.rows[12:]} == {10}  # 99 and 9
+    assert spy.batches[:1] == [12] and capsys.readouterr().err == ""  # batches of 16; no bar
+    assert out == r_precision(RowSpy(images, captions), images, captions, scenes, seed=0)
+    three = RowSpy(images, captions)
+    assert r_precision(three, images, captions, scenes, batch_size=5)["easy"] == 0.5
+    assert three.batches[:3] == [5, 5, 2]
+    r_precision(RowSpy(images, captions), images, captions, scenes, progress=True)
+    assert "R-precision" in capsys.readouterr().err
+    # As many distinct other captions as negatives: drawn without repetition.
+    spy10 = RowSpy(images[:10], captions[:10])
+    r_precision(spy10, images[:10], captions[:10], scenes[:10], easy_negatives=9)
+    assert all(len(set(row)) == 10 for row in spy10.rows[:10])
+
+
+def test_vqa_accuracy_with_two_answers_uses_the_leave_one_out_mean():
+    # Two annotators: leaving out "red" leaves no match (0), leaving out "blue" leaves one (1/3).
+    assert vqa_accuracy("red", ["red", "blue"]) == pytest.approx(1 / 6)
