@@ -181,7 +181,7 @@ def small(tmp_path_factory):
     from xlxmert.data.shapes.generate import generate_split
 
     root = tmp_path_factory.mktemp("edges")
-    generate_split(root, "test", 12, size=64, seed=3, progress=False)
+    generate_split(root, "test", 40, size=64, seed=3, progress=False)
     return root
 
 
@@ -196,6 +196,9 @@ def test_task_loops_batch_and_limit(small, capsys):
     n_questions = len(json.loads((small / "test" / "questions_test.json").read_text())["questions"])
     assert vqa_score(small, "test", answer)["n"] == n_questions
     assert calls[0] == 32 and sum(calls) == n_questions  # the documented default batch
+    calls.clear()
+    n_gqa = len(json.loads((small / "test" / "gqa_test.json").read_text()))
+    assert gqa_accuracy(small, "test", answer)["n"] == n_gqa and n_gqa > 32 and calls[0] == 32
     calls.clear()
     assert vqa_score(small, "test", answer, n=7, batch_size=3)["n"] == 7 and calls == [3, 3, 1]
     calls.clear()
@@ -573,19 +576,22 @@ class Logits(nn.Module):
 
 
 def test_inception_score_default_splits_shuffle_and_batches():
-    images = _random_images(70, 2)
+    images = _random_images(66, 2)  # 66 = 10 chunks of 7 (the last of 3), but 11 of 6
     classifier = Logits()
     mean, std = inception_score(images, classifier)
-    assert classifier.calls == [64, 6]
+    assert classifier.calls == [64, 2]
+    batched = Logits()
+    assert inception_score(images, batched, batch_size=30) == (mean, std) and batched.calls == [30, 30, 6]
     # IS over 10 splits of the images shuffled by torch.randperm under the seed, written out.
     p = (images.flatten(1)[:, :4] * 3).double().softmax(1)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        order = torch.randperm(70)
+        order = torch.randperm(66)
     per_split = []
     for chunk in p[order].chunk(10):
         kl = (chunk * (chunk.log() - chunk.mean(0, keepdim=True).log())).sum(1).mean()
         per_split.append(math.exp(float(kl)))
+    assert len(per_split) == 10
     assert mean == pytest.approx(float(np.mean(per_split)), rel=1e-5)
     assert std == pytest.approx(float(np.std(per_split, ddof=1)), rel=1e-4)
     two = inception_score(images, Logits(), splits=2)
