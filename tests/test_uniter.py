@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from test_finetune import data, model_dir  # noqa: F401 - fixtures
 from test_pipelines_tiny import ANSWERS, GRID, D, K, build_tiny_model
 from test_pretrain import cli_args, metrics, tiny  # noqa: F401 - tiny: a fixture
 from xlxmert.models.families import (
@@ -213,3 +214,24 @@ def test_pretrain_cli_trains_a_uniter_and_its_folder_loads(tiny, tmp_path, capsy
     assert main(cli_args(tiny, grid_out, *grid_args, "--steps", "2", "--batch-size", "4", "--quiet")) == 0
     assert load_transformer(grid_out).config.variant == "uniter-grid"
     assert "loss_mvfr" in {m for _, _, m, _ in metrics(grid_out)}
+
+
+def test_a_uniter_folder_fine_tunes_and_answers_with_its_head(tmp_path, data, model_dir):  # noqa: F811
+    import shutil
+
+    from test_finetune import _config
+    from xlxmert.pipelines import AnswerPipeline
+    from xlxmert.training.finetune import finetune
+
+    folder = tmp_path / "uniter"
+    shutil.copytree(model_dir, folder)
+    lxmert = load_transformer(folder)
+    torch.manual_seed(0)
+    uniter = XUniterForPreTraining(tiny_config(vocab_size=lxmert.config.vocab_size), lxmert.centroids)
+    uniter.answers = list(lxmert.answers)
+    uniter.save_pretrained(folder)
+    report = finetune(folder, data, tmp_path / "ft", _config("vqa", epochs=8), progress=False)
+    assert report["val"]["score"] > report["val"]["baselines"]["majority_answer"] + 0.05
+    assert isinstance(load_transformer(tmp_path / "ft"), XUniterForPreTraining)
+    pipe = AnswerPipeline.from_pretrained(tmp_path / "ft")
+    assert pipe.head is not None and isinstance(pipe.transformer, XUniterForPreTraining)
