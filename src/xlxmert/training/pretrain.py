@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,36 +26,49 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from xlxmert.data.datasets import AnswerVocabulary, CocoCaptions, VQADataset
-from xlxmert.data.shapes import load_scenes
+from xlxmert.data.datasets import AnswerVocabulary
 from xlxmert.errors import XLXMERTError
 from xlxmert.models.families import build_transformer
-from xlxmert.models.masking import (
-    bernoulli_visual_mask,
-    fixed_ratio_visual_mask,
-    mask_text_tokens,
-    uniform_text_mask,
-    uniform_visual_mask,
-)
 from xlxmert.models.transformer import (
     XLxmertConfig,
     XLxmertForPreTraining,
     grid_size_of,
     load_centroids,
 )
-from xlxmert.training.backbone import scene_label_map
+from xlxmert.training.pretrain_batches import (
+    Batch,
+    EpochStream,
+    PretrainData,
+    ccc_class_weights,
+    load_pretrain_data,
+    make_batch,
+    object_cells_of,
+)
+from xlxmert.training.pretrain_losses import EVAL_MASK_RATIOS, batch_losses, evaluate
 from xlxmert.utils.checkpoint import CHECKPOINT_DIR, load_latest_checkpoint, save_checkpoint
 from xlxmert.utils.config import PresetConfig, config_to_dict, load_config, same_settings, save_config
 from xlxmert.utils.model_folder import copy_component, update_model_index
 from xlxmert.utils.seeding import derive_seed as _seed_of
 from xlxmert.utils.weights import load_weights
-from xlxmert.visual.grid import grid_pool
+
+__all__ = [
+    "Batch",
+    "EVAL_MASK_RATIOS",
+    "EpochStream",
+    "PretrainConfig",
+    "PretrainData",
+    "batch_losses",
+    "ccc_class_weights",
+    "evaluate",
+    "load_pretrain_data",
+    "make_batch",
+    "object_cells_of",
+    "pretrain",
+]
 
 TASKS = ("visual", "text", "match")
-EVAL_MASK_RATIOS = (0.15, 0.5, 1.0)
 METRICS_FILE = "metrics.csv"
 
 
@@ -171,442 +183,6 @@ class PretrainConfig(PresetConfig):
         object.__setattr__(self, "task_ratio", tuple(int(r) for r in ratio))
         if self.checkpoint_every < 1 or self.eval_every < 1 or self.keep_checkpoints < 1:
             raise XLXMERTError("checkpoint_every, eval_every and keep_checkpoints must be at least 1")
-
-
-# -- data ----------------------------------------------------------------------------------------
-@dataclass
-class PretrainData:
-    """Texts paired with image rows of one split.
-
-    ``texts[i]`` describes image row ``rows[i]``; ``is_question[i]`` marks VQA questions, whose
-    soft-score target (over ``answers``) is ``qa_targets[i]`` (sparse: answer index → score).
-    ``visual_ids: LongTensor[num_images, M]``; ``features: ndarray float16 [num_images, N, N, D]``
-    or None. ``object_cells: BoolTensor[num_images, M]``: the cells at least half covered by an
-    object, where the split has ShapeScenes ground truth and it was asked for (else None).
-    """
-
-    texts: list[str]
-    rows: np.ndarray
-    is_question: np.ndarray
-    qa_targets: list[dict[int, float]]
-    visual_ids: torch.Tensor
-    features: np.ndarray | None
-    object_cells: torch.Tensor | None = None
-
-    def pool(self, captions_only: bool) -> np.ndarray:
-        """Indices of the examples a task draws from."""
-        return np.flatnonzero(~self.is_question) if captions_only else np.arange(len(self.texts))
-
-
-def _image_rows(vocab_dir: Path, split: str) -> tuple[torch.Tensor, dict[int, int]]:
-    ids_path, index_path = vocab_dir / "ids" / f"{split}.npy", vocab_dir / "ids" / f"{split}.json"
-    if not ids_path.is_file() or not index_path.is_file():
-        raise XLXMERTError(
-            f"no visual ids for split {split!r} in {vocab_dir / 'ids'}; "
-            "run `xlxmert vocab assign` for it first"
-        )
-    ids = np.load(ids_path)
-    image_ids = json.loads(index_path.read_text())
-    if isinstance(image_ids, dict):
-        image_ids = image_ids.get("image_ids", [])
-    if len(image_ids) != ids.shape[0]:
-        raise XLXMERTError(
-            f"{index_path} lists {len(image_ids)} images but {ids_path} has {ids.shape[0]} rows"
-        )
-    return torch.from_numpy(ids.astype(np.int64)), {int(i): r for r, i in enumerate(image_ids)}
-
-
-def object_cells_of(split_dir: Path, row_of: dict[int, int], grid_size: int) -> torch.Tensor | None:
-    """``BoolTensor[num_rows, N*N]``: per image row, the grid cells at least half covered by an
-    object, from the split's ShapeScenes ``scenes_<split>.json``; None where the split has none
-    (COCO). Coverage is measured on a 4N×4N raster of the objects' exact shapes."""
-    if not (split_dir / f"scenes_{split_dir.name}.json").is_file():
-        return None
-    cells = torch.zeros(len(row_of), grid_size * grid_size, dtype=torch.bool)
-    for scene in load_scenes(split_dir):
-        if scene.id in row_of:
-            covered = torch.from_numpy(scene_label_map(scene, 4 * grid_size) >= 0).float()
-            cells[row_of[scene.id]] = grid_pool(covered[None, None], grid_size).reshape(-1) >= 0.5
-    return cells
-
-
-def load_pretrain_data(
-    data_root: str | Path,
-    vocab_dir: str | Path,
-    split: str,
-    answers: AnswerVocabulary | None,
-    features_dir: str | Path | None = None,
-    object_cells: bool = False,
-) -> PretrainData:
-    """Captions (and, with ``answers``, VQA questions) of ``data_root/split`` with the split's
-    visual ids from ``vocab_dir/ids/`` (and exact features from ``features_dir``; and, with
-    ``object_cells``, the object cells of ShapeScenes ground truth: :func:`object_cells_of`)."""
-    split_dir = Path(data_root) / split
-    captions_path = split_dir / f"captions_{split}.json"
-    if not captions_path.is_file():
-        raise XLXMERTError(
-            f"no {captions_path.name} in {split_dir}; write the split with `xlxmert data shapes`"
-        )
-    visual_ids, row_of = _image_rows(Path(vocab_dir), split)
-    captions = CocoCaptions(captions_path)
-    missing = sorted({c["image_id"] for c in captions} - set(row_of))
-    if missing:
-        raise XLXMERTError(
-            f"{len(missing)} images of {captions_path.name} have no visual ids (e.g. {missing[0]}); "
-            f"rerun `xlxmert vocab assign` on split {split!r}"
-        )
-    texts = [c["caption"] for c in captions]
-    rows = [row_of[c["image_id"]] for c in captions]
-    is_question = [False] * len(texts)
-    qa_targets: list[dict[int, float]] = [{} for _ in texts]
-    questions_path = split_dir / f"questions_{split}.json"
-    if answers is not None and questions_path.is_file():
-        vqa = VQADataset(questions_path, split_dir / f"annotations_{split}.json", answers, image_index=row_of)
-        for item in vqa.items:
-            target = vqa.target(item["answers"])
-            texts.append(item["question"])
-            rows.append(item["image_row"])
-            is_question.append(True)
-            qa_targets.append({int(i): float(target[i]) for i in target.nonzero().flatten()})
-    features = None
-    if features_dir is not None:
-        from xlxmert.visual.store import FeatureStore
-
-        store = FeatureStore.open(features_dir)
-        # The store's rows may be ordered differently from the vocabulary's ids: reorder once.
-        order = {int(i): r for r, i in enumerate(store.image_ids)}
-        absent = [i for i in row_of if i not in order]
-        if absent:
-            raise XLXMERTError(f"{features_dir} lacks features of {len(absent)} images of split {split!r}")
-        by_row = sorted(row_of, key=row_of.get)
-        features = np.asarray(store.features[[order[i] for i in by_row]])
-        if store.grid_size**2 != visual_ids.shape[1]:
-            raise XLXMERTError(
-                f"{features_dir} has a {store.grid_size}×{store.grid_size} grid; the ids do not match"
-            )
-    return PretrainData(
-        texts=texts,
-        rows=np.asarray(rows, dtype=np.int64),
-        is_question=np.asarray(is_question, dtype=bool),
-        qa_targets=qa_targets,
-        visual_ids=visual_ids,
-        features=features,
-        object_cells=(
-            object_cells_of(split_dir, row_of, grid_size_of(visual_ids.shape[1])) if object_cells else None
-        ),
-    )
-
-
-class EpochStream:
-    """Endless stream of a pool's indices: one seeded permutation per epoch; ``cursor`` = items taken."""
-
-    def __init__(self, pool: np.ndarray, seed: int, pool_id: int, cursor: int = 0) -> None:
-        if len(pool) == 0:
-            raise XLXMERTError("an example pool is empty: the split has no captions for this task")
-        self.pool, self.seed, self.pool_id, self.cursor = pool, seed, pool_id, cursor
-
-    def take(self, n: int) -> np.ndarray:
-        out = []
-        while n > 0:
-            epoch, offset = divmod(self.cursor, len(self.pool))
-            perm = np.random.default_rng(_seed_of(self.seed, self.pool_id, epoch)).permutation(len(self.pool))
-            chunk = perm[offset : offset + n]
-            out.append(self.pool[chunk])
-            self.cursor += len(chunk)
-            n -= len(chunk)
-        return np.concatenate(out)
-
-
-# -- one batch --------------------------------------------------------------------------------------
-@dataclass
-class Batch:
-    """Tensors of one task's batch (B examples; L text length; M cells)."""
-
-    task: str
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    visual_ids: torch.Tensor
-    visual_feats: torch.Tensor | None
-    visual_mask: torch.Tensor | None = None
-    mlm_labels: torch.Tensor | None = None
-    itm_labels: torch.Tensor | None = None
-    qa_targets: torch.Tensor | None = None
-    qa_rows: torch.Tensor | None = None
-
-    def to(self, device: torch.device | str) -> Batch:
-        """This batch with every tensor on ``device``."""
-        return dataclasses.replace(
-            self,
-            **{
-                f.name: getattr(self, f.name).to(device)
-                for f in dataclasses.fields(self)
-                if isinstance(getattr(self, f.name), torch.Tensor)
-            },
-        )
-
-
-def _swap_texts(
-    data: PretrainData, examples: np.ndarray, gen: torch.Generator
-) -> tuple[np.ndarray, torch.Tensor]:
-    """Replace half the texts (each with probability 0.5) by a text of another image.
-
-    Returns (indices of the texts to use, ``itm_labels: LongTensor[B]`` with 1 = matched)."""
-    swap = torch.rand(len(examples), generator=gen) < 0.5
-    texts = examples.copy()
-    for b in np.flatnonzero(swap.numpy()):
-        for _ in range(16):
-            j = int(torch.randint(len(data.texts), (1,), generator=gen))
-            if data.rows[j] != data.rows[examples[b]]:
-                texts[b] = j
-                break
-        else:
-            swap[b] = False  # one-image split: nothing to swap with
-    return texts, (~swap).long()
-
-
-def make_batch(
-    task: str,
-    examples: np.ndarray,
-    data: PretrainData,
-    tokenizer: Any,
-    config: PretrainConfig,
-    num_cells: int,
-    num_answers: int,
-    gen: torch.Generator,
-) -> Batch:
-    """The batch of ``task`` for dataset rows ``examples: int[B]``; every draw comes from ``gen``."""
-    text_index, itm_labels = examples, None
-    if task == "match":
-        text_index, itm_labels = _swap_texts(data, examples, gen)
-    texts = [data.texts[i] for i in text_index]
-    if task == "visual" and config.caption_dropout > 0:
-        dropped = (torch.rand(len(texts), generator=gen) < config.caption_dropout).tolist()
-        texts = ["" if d else t for t, d in zip(texts, dropped)]
-    tok = tokenizer(texts)
-    rows = torch.from_numpy(data.rows[examples])
-    feats = (
-        None if data.features is None else torch.from_numpy(data.features[rows.numpy()].astype(np.float32))
-    )
-    batch = Batch(
-        task=task,
-        input_ids=tok.input_ids,
-        attention_mask=tok.attention_mask,
-        visual_ids=data.visual_ids[rows],
-        visual_feats=None if feats is None else feats.reshape(len(examples), num_cells, -1),
-        itm_labels=itm_labels,
-    )
-    B = len(examples)
-    if task == "visual":
-        if config.visual_masking == "uniform":
-            batch.visual_mask = uniform_visual_mask(B, num_cells, gen)
-        else:
-            batch.visual_mask = bernoulli_visual_mask(B, num_cells, config.mask_prob, gen)
-        if config.full_mask_prob > 0:
-            full = torch.rand(B, generator=gen) < config.full_mask_prob
-            batch.visual_mask[full] = True
-    elif task == "text" and config.text_masking == "uniform":
-        batch.input_ids, batch.mlm_labels = uniform_text_mask(
-            tok.input_ids, tok.attention_mask, tokenizer.special_ids, tokenizer.mask_id, gen
-        )
-    elif task == "text":
-        batch.input_ids, batch.mlm_labels = mask_text_tokens(
-            tok.input_ids,
-            tok.attention_mask,
-            tokenizer.special_ids,
-            tokenizer.vocab_size,
-            tokenizer.mask_id,
-            gen,
-            p=config.mask_prob,
-        )
-    else:
-        matched_questions = [b for b in range(B) if itm_labels[b] == 1 and data.is_question[examples[b]]]
-        target = torch.zeros(len(matched_questions), num_answers)
-        for k, b in enumerate(matched_questions):
-            for a, score in data.qa_targets[examples[b]].items():
-                target[k, a] = score
-        batch.qa_rows = torch.tensor(matched_questions, dtype=torch.long)
-        batch.qa_targets = target
-    return batch
-
-
-def ccc_class_weights(visual_ids: torch.Tensor, num_clusters: int, balance: float) -> torch.Tensor | None:
-    """FloatTensor[K]: CCC's weight of each target word, ``(n_k / mean n)^-balance`` with n_k the
-    word's count in ``visual_ids`` (+1); None for ``balance`` 0 (the paper's plain loss)."""
-    if balance == 0:
-        return None
-    counts = torch.bincount(visual_ids.flatten().long(), minlength=num_clusters).double() + 1.0
-    return (counts / counts.mean()).pow(-balance).float()
-
-
-def batch_losses(
-    model: torch.nn.Module,
-    batch: Batch,
-    config: XLxmertConfig,
-    ccc_weights: torch.Tensor | None = None,
-) -> dict[str, torch.Tensor]:
-    """Losses of one batch, by name (``ccc`` / ``mvfr``, ``mlm``, ``itm``, ``qa``).
-
-    ``ccc_weights``: FloatTensor[K] of per-word CCC weights (:func:`ccc_class_weights`); the loss
-    is then the weighted mean over the masked cells."""
-    feats = batch.visual_feats if config.exact_features else None
-    out = model(
-        batch.input_ids,
-        batch.attention_mask,
-        visual_ids=batch.visual_ids,
-        visual_feats=feats,
-        visual_mask=batch.visual_mask,
-    )
-    losses: dict[str, torch.Tensor] = {}
-    if batch.task == "visual":
-        mask = batch.visual_mask
-        if config.visual_target == "clusters":
-            logits = out.visual_logits.float()
-            losses["ccc"] = (
-                F.cross_entropy(logits[mask], batch.visual_ids[mask], weight=ccc_weights)
-                if mask.any()
-                else logits.sum() * 0
-            )
-        else:
-            losses["mvfr"] = masked_feature_regression_loss(
-                out.visual_regression.float(), _regression_target(model, batch, config), mask
-            )
-    elif batch.task == "text":
-        logits = out.mlm_logits.float()
-        losses["mlm"] = (
-            F.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), batch.mlm_labels.reshape(-1), ignore_index=-100
-            )
-            if (batch.mlm_labels >= 0).any()
-            else logits.sum() * 0
-        )
-    else:
-        losses["itm"] = F.cross_entropy(out.itm_logits.float(), batch.itm_labels)
-        if batch.qa_rows is not None and len(batch.qa_rows):
-            qa_logits = out.qa_logits.float()[batch.qa_rows]
-            # VQA soft scores with BCE, summed over answers and averaged over questions (LXMERT's
-            # mean × num_answers).
-            losses["qa"] = F.binary_cross_entropy_with_logits(
-                qa_logits, batch.qa_targets, reduction="sum"
-            ) / len(batch.qa_rows)
-    # Every head's output joins the graph with weight 0, so each step gives every head a gradient
-    # (zero where its task is idle): DDP then reduces the same parameters on every process, and one
-    # process and several train identically.
-    heads = (out.mlm_logits, out.visual_logits, out.visual_regression, out.itm_logits, out.qa_logits)
-    anchor = sum(h.float().sum() for h in heads if h is not None) * 0.0
-    first = next(iter(losses))
-    losses[first] = losses[first] + anchor
-    return losses
-
-
-def _regression_target(model: torch.nn.Module, batch: Batch, config: XLxmertConfig) -> torch.Tensor:
-    """Exact features when the batch carries them, else the centroid features of the ids."""
-    if batch.visual_feats is not None:
-        return batch.visual_feats
-    inner = model.module if hasattr(model, "module") else model
-    return inner.centroids[batch.visual_ids]
-
-
-def masked_feature_regression_loss(
-    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
-) -> torch.Tensor:
-    """MVFR: SmoothL1 averaged over feature dims, then over masked cells, then over the batch.
-
-    ``pred, target: FloatTensor[B, M, D]``; ``mask: BoolTensor[B, M]``. Rows without a masked cell
-    do not count (Bernoulli masking can leave a row untouched)."""
-    per_cell = F.smooth_l1_loss(pred, target, reduction="none").mean(-1)
-    counts = mask.sum(1)
-    per_row = (per_cell * mask).sum(1) / counts.clamp(min=1)
-    has = counts > 0
-    return per_row[has].mean() if has.any() else pred.sum() * 0
-
-
-# -- evaluation ------------------------------------------------------------------------------------
-@torch.no_grad()
-def evaluate(
-    model: XLxmertForPreTraining,
-    data: PretrainData,
-    tokenizer: Any,
-    examples: np.ndarray,
-    batch_size: int,
-    seed: int,
-    majority_cluster: int | None = None,
-) -> dict[str, float]:
-    """Validation metrics on caption examples ``examples``: MLM accuracy, CCC top-1/top-5 at mask
-    ratios 0.15/0.5/1.0 (or MVFR loss for the regression target), ITM accuracy. Deterministic in
-    ``seed``. ``majority_cluster``: also report the top-1 of always predicting that cluster. With
-    ``data.object_cells``, CCC top-1/top-5 are also reported on the masked object cells alone
-    (``ccc_top1_objects@r``): the background fills most cells, so the plain scores hide whether
-    objects are learnt at all."""
-    was_training = model.training
-    model.eval()
-    cfg = model.config
-    M = cfg.num_cells
-    device = model.centroids.device
-    gen = torch.Generator().manual_seed(seed)
-    sums: dict[str, float] = {}
-    counts: dict[str, float] = {}
-
-    def add(name: str, value: float, n: float) -> None:
-        sums[name] = sums.get(name, 0.0) + value
-        counts[name] = counts.get(name, 0.0) + n
-
-    for start in range(0, len(examples), batch_size):
-        chunk = examples[start : start + batch_size]
-        B = len(chunk)
-        tok = tokenizer([data.texts[i] for i in chunk])
-        rows = data.rows[chunk]
-        ids = data.visual_ids[torch.from_numpy(rows)].to(device)
-        object_cells = (
-            None if data.object_cells is None else data.object_cells[torch.from_numpy(rows)].to(device)
-        )
-        feats = None
-        if data.features is not None:
-            feats = torch.from_numpy(data.features[rows].astype(np.float32)).reshape(B, M, -1).to(device)
-        model_feats = feats if cfg.exact_features else None
-        enc = model.encode_text(tok.input_ids.to(device), tok.attention_mask.to(device))
-        for ratio in EVAL_MASK_RATIOS:
-            mask = fixed_ratio_visual_mask(B, M, ratio, gen).to(device)
-            out = model.predict_visual(enc, ids, mask, visual_feats=model_feats)
-            if cfg.visual_target == "clusters":
-                target = ids[mask]
-                top5 = out[mask].topk(min(5, out.shape[-1]), dim=-1).indices
-                add(f"ccc_top1@{ratio}", float((top5[:, 0] == target).sum()), len(target))
-                add(f"ccc_top5@{ratio}", float((top5 == target[:, None]).any(1).sum()), len(target))
-                if majority_cluster is not None:
-                    add(f"ccc_majority_top1@{ratio}", float((target == majority_cluster).sum()), len(target))
-                if object_cells is not None:
-                    on_object = object_cells[mask]
-                    hits = top5[on_object] == target[on_object][:, None]
-                    add(f"ccc_top1_objects@{ratio}", float(hits[:, 0].sum()), len(hits))
-                    add(f"ccc_top5_objects@{ratio}", float(hits.any(1).sum()), len(hits))
-            else:
-                target = feats if feats is not None else model.centroids[ids]
-                add(f"mvfr@{ratio}", float(masked_feature_regression_loss(out, target, mask)) * B, B)
-        masked_ids, labels = mask_text_tokens(
-            tok.input_ids,
-            tok.attention_mask,
-            tokenizer.special_ids,
-            tokenizer.vocab_size,
-            tokenizer.mask_id,
-            gen,
-        )
-        masked_ids, labels = masked_ids.to(device), labels.to(device)
-        out = model(masked_ids, tok.attention_mask.to(device), visual_ids=ids, visual_feats=model_feats)
-        chosen = labels >= 0
-        add(
-            "mlm_acc", float((out.mlm_logits.argmax(-1)[chosen] == labels[chosen]).sum()), float(chosen.sum())
-        )
-        text_index, itm_labels = _swap_texts(data, chunk, gen)
-        tok2 = tokenizer([data.texts[i] for i in text_index])
-        out = model(
-            tok2.input_ids.to(device),
-            tok2.attention_mask.to(device),
-            visual_ids=ids,
-            visual_feats=model_feats,
-        )
-        add("itm_acc", float((out.itm_logits.argmax(-1).cpu() == itm_labels).sum()), B)
-    model.train(was_training)
-    return {k: sums[k] / max(counts[k], 1.0) for k in sums}
 
 
 # -- the loop --------------------------------------------------------------------------------------
