@@ -402,7 +402,7 @@ def test_evaluate_writes_table_json_figure_and_reuses_cache(suite_dir, shapes_ro
 
 
 def test_relative_table_divides_by_the_original_row():
-    from xlxmert.evaluation.report import _relative_table
+    from xlxmert.evaluation.render import _relative_table
 
     original = {"semantic_shape": 0.8, "semantic_color": 0.5, "semantic_number": 0.4,
                 "semantic_position": 0.2, "rprec_hard": 0.5}  # fmt: skip

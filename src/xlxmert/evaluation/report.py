@@ -30,33 +30,53 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 from tqdm.auto import tqdm
 
-from xlxmert.data.images import load_image, pil_to_tensor
+from xlxmert.data.images import load_image
 from xlxmert.errors import XLXMERTError
 from xlxmert.evaluation.evaluator import (
     EvaluatorClassLogits,
-    EvaluatorConfig,
     EvaluatorFeatures,
-    EvaluatorTrainingConfig,
-    ShapeSceneEvaluator,
     evaluator_accuracy,
-    train_evaluator,
 )
 from xlxmert.evaluation.fidelity import frechet_distance, inception_score, load_feature_network
-from xlxmert.evaluation.matcher_training import MatcherTrainingConfig, train_matcher
-from xlxmert.evaluation.rprecision import CATEGORIES, ImageTextMatcher, MatcherConfig, r_precision
+from xlxmert.evaluation.render import RELATIVE_KEYS, comparison_figure, markdown_report, relative_scores
+from xlxmert.evaluation.rprecision import r_precision
 from xlxmert.evaluation.semantic import fact_scores, semantic_accuracy
 from xlxmert.evaluation.split import EvalExample, load_examples
+from xlxmert.evaluation.suite import (
+    EVALUATOR_SUBDIR,
+    MATCHER_SUBDIR,
+    EvaluationSuite,
+    choose_captions,
+    stack_images,
+    train_suite,
+)
 from xlxmert.evaluation.tasks import (
     gqa_accuracy,
     nlvr2_accuracy,
     understanding_baselines,
     vqa_score,
 )
-from xlxmert.sampling.visual import SAMPLERS
-from xlxmert.utils.seeding import numpy_rng
+
+# Re-exported: an evaluation's public names in one place.
+__all__ = [
+    "EVALUATOR_SUBDIR",
+    "MATCHER_SUBDIR",
+    "EvaluationConfig",
+    "EvaluationSuite",
+    "average_results",
+    "choose_captions",
+    "comparison_figure",
+    "evaluate",
+    "evaluate_seeds",
+    "markdown_report",
+    "parse_metrics",
+    "relative_scores",
+    "score_images",
+    "train_suite",
+]
 
 IMAGE_METRICS = ("fid", "is", "r-precision", "semantic", "facts")
 TASK_METRICS = ("vqa", "gqa", "nlvr2", "captioning")
@@ -98,115 +118,7 @@ class EvaluationConfig:
     feature_network: str | None = None
 
 
-# ---------------------------------------------------------------------- the evaluation suite
-EVALUATOR_SUBDIR = "evaluator"
-MATCHER_SUBDIR = "matcher"
-
-
-@dataclass
-class EvaluationSuite:
-    """The two networks that grade images: the evaluator (FID/IS, facts) and the matcher
-    (R-precision, semantic accuracy). Folder: ``EVAL_DIR/evaluator/`` and ``EVAL_DIR/matcher/``."""
-
-    evaluator: ShapeSceneEvaluator
-    matcher: ImageTextMatcher
-
-    @classmethod
-    def from_pretrained(cls, folder: str | Path) -> EvaluationSuite:
-        folder = Path(folder)
-        if not (folder / EVALUATOR_SUBDIR).is_dir() or not (folder / MATCHER_SUBDIR).is_dir():
-            raise XLXMERTError(
-                f"{folder} is not an evaluation folder (needs {EVALUATOR_SUBDIR}/ and {MATCHER_SUBDIR}/); "
-                f"train one: xlxmert evaluator train --data DATA --out {folder}"
-            )
-        return cls(
-            ShapeSceneEvaluator.from_pretrained(folder / EVALUATOR_SUBDIR),
-            ImageTextMatcher.from_pretrained(folder / MATCHER_SUBDIR),
-        )
-
-    def fingerprint(self) -> str:
-        """A short hash of both networks' weights (cached scores are only valid for the same ones)."""
-        h = hashlib.sha256()
-        for module in (self.evaluator, self.matcher):
-            for key, tensor in sorted(module.state_dict().items()):
-                h.update(key.encode())
-                h.update(tensor.detach().float().numpy().tobytes())
-        return h.hexdigest()[:16]
-
-
-def train_suite(
-    data_root: str | Path,
-    out: str | Path,
-    evaluator_steps: int = 3000,
-    matcher_steps: int = 1000,
-    split: str = "train",
-    eval_split: str | None = "val",
-    n: int | None = None,
-    evaluator_config: EvaluatorConfig | None = None,
-    matcher_config: MatcherConfig | None = None,
-    evaluator_training: EvaluatorTrainingConfig | None = None,
-    matcher_training: MatcherTrainingConfig | None = None,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Train the evaluator, then the matcher (its CNN started from the evaluator's), into ``out``.
-
-    Returns (and writes to ``out/report.json``) the evaluator's accuracy on ``eval_split`` of the
-    same data root, and the matcher's R-precision there, when that split exists.
-    """
-    out = Path(out)
-    evaluator = train_evaluator(
-        data_root,
-        out / EVALUATOR_SUBDIR,
-        evaluator_steps,
-        split,
-        evaluator_config,
-        evaluator_training,
-        n,
-        progress,
-    )
-    matcher = train_matcher(
-        data_root,
-        out / MATCHER_SUBDIR,
-        matcher_steps,
-        split,
-        matcher_config,
-        matcher_training,
-        n,
-        progress,
-        evaluator=evaluator,
-    )
-    report: dict[str, Any] = {
-        "train_split": split,
-        "evaluator_steps": evaluator_steps,
-        "matcher_steps": matcher_steps,
-    }
-    if eval_split is not None and (Path(data_root) / eval_split).is_dir():
-        examples = load_examples(data_root, eval_split, 500)
-        report["eval_split"] = eval_split
-        report["evaluator_accuracy"] = evaluator_accuracy(evaluator, examples)
-        images = _stack([load_image(ex.path) for ex in examples])
-        captions = choose_captions(examples, seed=0)
-        report["matcher_r_precision"] = r_precision(matcher, images, captions, [ex.scene for ex in examples])
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report
-
-
 # ---------------------------------------------------------------------- scoring one set of images
-def choose_captions(examples: Sequence[EvalExample], seed: int) -> list[str]:
-    """One caption per image, drawn with ``seed`` (the same for every row and model)."""
-    rng = numpy_rng(seed)
-    out = []
-    for ex in examples:
-        if not ex.captions:
-            raise XLXMERTError(f"image {ex.image_id} has no caption")
-        out.append(ex.captions[int(rng.integers(len(ex.captions)))])
-    return out
-
-
-def _stack(images: Sequence[Image.Image]) -> torch.Tensor:
-    return torch.stack([pil_to_tensor(img) for img in images])
-
-
 def score_images(
     suite: EvaluationSuite,
     images: torch.Tensor,
@@ -304,13 +216,6 @@ def _cached_images(
         img.save(folder / f"{i}.png")
     meta.write_text(json.dumps(key, indent=2) + "\n")
     return images
-
-
-def _steps_label(sampler: str, steps: int | None) -> str:
-    """The step count a table reports: the configured one, else the sampler's default."""
-    if steps is None:
-        steps = SAMPLERS[sampler].default_steps if sampler in SAMPLERS else None
-    return str(steps) if steps is not None else "one per cell"
 
 
 def _sampler(config: EvaluationConfig):
@@ -461,7 +366,7 @@ def evaluate(
     scenes = [ex.scene for ex in examples]
     ids = [ex.image_id for ex in examples]
     originals = [load_image(ex.path) for ex in examples]
-    original_tensor = _stack(originals)
+    original_tensor = stack_images(originals)
     image_metrics = [m for m in config.metrics if m in IMAGE_METRICS]
     fingerprint = suite.fingerprint()
     key = _settings_key(config, examples, captions)
@@ -492,7 +397,7 @@ def evaluate(
     def score(
         images: list[Image.Image] | torch.Tensor, caps, scs, reference=original_tensor
     ) -> dict[str, Any]:
-        tensor = images if isinstance(images, torch.Tensor) else _stack(images)
+        tensor = images if isinstance(images, torch.Tensor) else stack_images(images)
         return score_images(suite, tensor, caps, scs, reference, image_metrics, config, external)
 
     rotated = list(range(1, len(examples))) + [0]
@@ -623,28 +528,6 @@ def _mean_scores(values: Sequence[Any]) -> Any:
 
 
 # Scores compared with the original images' (a painted image is as good as the original when 1.0).
-RELATIVE_KEYS: tuple[tuple[str, str], ...] = (
-    *((f"Sem. {c}", f"semantic_{c}") for c in CATEGORIES),
-    ("R-prec-hard", "rprec_hard"),
-)
-
-
-def relative_scores(rows: Sequence[dict[str, Any]]) -> list[dict[str, float | None]]:
-    """Each row's :data:`RELATIVE_KEYS` scores divided by the original images' (None where either is
-    missing); empty when there is no original row."""
-    base = next((row["scores"] for row in rows if row.get("kind") == "original"), None)
-    if base is None:
-        return []
-    out = []
-    for row in rows:
-        ratios: dict[str, float | None] = {}
-        for _, key in RELATIVE_KEYS:
-            value, ref = row["scores"].get(key), base.get(key)
-            ratios[key] = None if value is None or not ref else value / ref
-        out.append(ratios)
-    return out
-
-
 def average_results(per_seed: Sequence[dict[str, Any]], seeds: Sequence[int]) -> dict[str, Any]:
     """One result of several :func:`evaluate` runs that differ only in their seed.
 
@@ -694,172 +577,3 @@ def evaluate_seeds(
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "table.md").write_text(markdown_report(results))
     return results
-
-
-# ---------------------------------------------------------------------- rendering
-def _fmt(value: Any, percent: bool = False) -> str:
-    if value is None:
-        return "–"
-    return f"{100 * value:.1f}" if percent else f"{value:.2f}"
-
-
-TABLE_COLUMNS: tuple[tuple[str, str, bool], ...] = (
-    ("IS↑", "is", False),
-    ("FID↓", "fid", False),
-    ("R-prec-easy↑", "rprec_easy", True),
-    ("R-prec-hard↑", "rprec_hard", True),
-    ("Semantic acc.↑ (auto-HUMMUS)", "semantic_mean", True),
-    ("Facts true↑", "facts_true", True),
-    ("All facts true↑", "all_facts_true", True),
-    ("VQA↑", "vqa", True),
-    ("GQA↑", "gqa", True),
-    ("NLVR2↑", "nlvr2", True),
-    ("Caption correctness↑", "caption_facts_true", True),
-)
-EXTERNAL_FID_COLUMN = ("FID-ext↓", "fid_external", False)
-
-
-def _seed_label(results: dict[str, Any]) -> str:
-    seeds = results.get("seeds")
-    if seeds:
-        return f"mean of seeds {', '.join(map(str, seeds))} (each seed's table: seed-S/table.md)"
-    return f"seed {results['config']['seed']}"
-
-
-def markdown_report(results: dict[str, Any]) -> str:
-    """Table 1 (and the per-category breakdowns of Tables 6/7) as Markdown."""
-    cfg = results["config"]
-    columns = TABLE_COLUMNS
-    if any("fid_external" in row["scores"] for row in results["rows"]):
-        columns = columns[:2] + (EXTERNAL_FID_COLUMN,) + columns[2:]
-    lines = [
-        f"# Evaluation on ShapeScenes `{cfg['split']}` ({results['num_images']} images)",
-        "",
-        f"Sampler `{cfg['sampler']}`, steps {_steps_label(cfg['sampler'], cfg['steps'])}, "
-        f"temperature {cfg.get('temperature', 0.0)}{' annealed to 0' if cfg.get('anneal') else ''}, "
-        f"guidance scale {cfg.get('guidance_scale', 1.0)}, {_seed_label(results)}. "
-        "Percentages except IS and FID. IS/FID in the evaluator network's feature space (not "
-        "Inception-v3); R-precision and semantic accuracy scored by the independent matching "
-        "surrogate. Facts are read off each image by the evaluator.",
-        "",
-        "| Method | " + " | ".join(c[0] for c in columns) + " |",
-        "|---|" + "---:|" * len(columns),
-    ]
-    for row in results["rows"]:
-        s = row["scores"]
-        lines.append(f"| {row['name']} | " + " | ".join(_fmt(s.get(k), pct) for _, k, pct in columns) + " |")
-    base = next((r["scores"] for r in results["rows"] if "vqa_majority_answer" in r["scores"]), None)
-    if base is not None:  # image-blind baselines of the understanding columns (evaluation.tasks)
-        lines += ["", "| Baseline | VQA↑ | GQA↑ | NLVR2↑ |", "|---|---:|---:|---:|"]
-        for name, label in (("majority_answer", "majority answer"), ("question_only", "question only")):
-            cells = [_fmt(base.get(f"{t}_{name}"), True) for t in ("vqa", "gqa", "nlvr2")]
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "## Per category (R-precision-hard, Table 6; semantic accuracy, Table 7)",
-        "",
-        "| Method | "
-        + " | ".join(f"R-hard {c}" for c in CATEGORIES)
-        + " | "
-        + " | ".join(f"Sem. {c}" for c in CATEGORIES)
-        + " |",
-        "|---|" + "---:|" * (2 * len(CATEGORIES)),
-    ]
-    for row in results["rows"]:
-        s = row["scores"]
-        cells = [_fmt(s.get(f"rprec_hard_{c}"), True) for c in CATEGORIES]
-        cells += [_fmt(s.get(f"semantic_{c}"), True) for c in CATEGORIES]
-        lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
-    lines += _relative_table(results["rows"])
-    acc = results["rows"][0]["scores"].get("evaluator_accuracy")
-    if acc:
-        lines += [
-            "",
-            "## The evaluator on original images",
-            "",
-            f"Place {100 * acc['place']:.1f}% (chance 25%), "
-            f"all 36 pair counts right {100 * acc['pair_counts']:.1f}%, "
-            f"exact scene {100 * acc['scene_exact']:.1f}%, object recall {100 * acc['object_recall']:.1f}%, "
-            f"object precision {100 * acc['object_precision']:.1f}%.",
-        ]
-    notes = sorted(
-        {
-            f"{row['name']}: {v}"
-            for row in results["rows"]
-            for k, v in row["scores"].items()
-            if k.endswith("_note")
-        }
-    )
-    if notes:
-        lines += ["", "Notes:", *[f"- {n}" for n in notes]]
-    return "\n".join(lines) + "\n"
-
-
-def _relative_table(rows: list[dict[str, Any]]) -> list[str]:
-    """Each painted row's scores divided by the original images' (empty when there is no original
-    row). Rows averaged over seeds show the mean ratio and, in brackets, its range over the seeds."""
-    ratios = relative_scores(rows)
-    if not any(v is not None for own in ratios for v in own.values()):
-        return []
-    lines = [
-        "",
-        "## Relative to the original images (painted score / original score)",
-        "",
-        "| Method | " + " | ".join(name for name, _ in RELATIVE_KEYS) + " |",
-        "|---|" + "---:|" * len(RELATIVE_KEYS),
-    ]
-    for row, own in zip(rows, ratios):
-        if row.get("kind") in ("original", "control-mismatched"):
-            continue
-        cells = []
-        for _, key in RELATIVE_KEYS:
-            value = row["relative"][key] if "relative" in row else own[key]
-            spread = row.get("relative_range", {}).get(key)
-            cell = "–" if value is None else f"{value:.2f}"
-            if spread and value is not None:
-                cell += f" ({spread[0]:.2f}–{spread[1]:.2f})"
-            cells.append(cell)
-        lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def _text_tile(text: str, width: int, height: int) -> Image.Image:
-    tile = Image.new("RGB", (width, height), (255, 255, 255))
-    draw = ImageDraw.Draw(tile)
-    font = ImageFont.load_default()
-    lines, line = [], ""
-    for word in text.split():
-        trial = f"{line} {word}".strip()
-        if draw.textlength(trial, font=font) > width - 8 and line:
-            lines.append(line)
-            line = word
-        else:
-            line = trial
-    lines.append(line)
-    for k, ln in enumerate(lines):
-        draw.text((4, 4 + 12 * k), ln, fill=(0, 0, 0), font=font)
-    return tile
-
-
-def comparison_figure(
-    captions: Sequence[str],
-    originals: Sequence[Image.Image],
-    columns: Sequence[tuple[str, Sequence[Image.Image]]],
-    cell: int = 128,
-) -> Image.Image:
-    """Fig. 2/3 layout: one row per caption — caption | original | reconstruction | generated …"""
-    headers = ["caption", "original", *[name for name, _ in columns]]
-    width = 2 * cell + cell * (len(headers) - 1)
-    header_h = 20
-    figure = Image.new("RGB", (width, header_h + cell * len(captions)), (255, 255, 255))
-    draw = ImageDraw.Draw(figure)
-    xs = [0] + [2 * cell + cell * k for k in range(len(headers) - 1)]
-    for x, head in zip(xs, headers):
-        draw.text((x + 4, 4), head, fill=(0, 0, 0), font=ImageFont.load_default())
-    for r, caption in enumerate(captions):
-        y = header_h + r * cell
-        figure.paste(_text_tile(caption, 2 * cell, cell), (0, y))
-        figure.paste(originals[r].resize((cell, cell), Image.NEAREST), (xs[1], y))
-        for k, (_, images) in enumerate(columns):
-            figure.paste(images[r].resize((cell, cell), Image.NEAREST), (xs[2 + k], y))
-    return figure
