@@ -156,15 +156,14 @@ class Models:
 
 
 def _card_summary(model_dir: Path) -> str | None:
-    """The model card's title and first paragraph (``README.md`` or ``MODEL_CARD.md``), one string."""
-    for name in ("README.md", "MODEL_CARD.md"):
-        path = model_dir / name
-        if path.is_file():
-            paragraphs = [p.strip() for p in path.read_text(encoding="utf-8").split("\n\n") if p.strip()]
-            body = [p for p in paragraphs if not p.startswith(("#", "---"))]
-            title = next((p.lstrip("# ").splitlines()[0] for p in paragraphs if p.startswith("#")), "")
-            return " ".join([title, " ".join(body[0].split()) if body else ""]).strip()
-    return None
+    """The model card's title and first paragraph (``README.md``, Hub metadata skipped), one string."""
+    path = model_dir / "README.md"
+    if not path.is_file():
+        return None
+    paragraphs = [p.strip() for p in path.read_text(encoding="utf-8").split("\n\n") if p.strip()]
+    body = [p for p in paragraphs if not p.startswith(("#", "---"))]
+    title = next((p.lstrip("# ").splitlines()[0] for p in paragraphs if p.startswith("#")), "")
+    return " ".join([title, " ".join(body[0].split()) if body else ""]).strip()
 
 
 def _page() -> str:
