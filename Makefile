@@ -27,4 +27,4 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check src tests benchmarks scripts
 
 test: lint
-	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q
+	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q --durations=15
