@@ -133,6 +133,25 @@ def cell_positions(grid_size: int, frequencies: int = 0) -> torch.Tensor:
     return torch.cat([boxes, waves.reshape(len(boxes), -1)], dim=1)
 
 
+VISUAL_TARGETS = ("clusters", "regression")
+
+
+def check_config(config: Any, variants: tuple[str, ...]) -> None:
+    """The checks every family's config shares: a known variant and visual target, heads that
+    divide the width, non-negative position octaves (:class:`XLXMERTError` otherwise)."""
+    if config.variant not in variants:
+        raise XLXMERTError(f"unknown variant {config.variant!r}; choose one of {variants}")
+    if config.visual_target not in VISUAL_TARGETS:
+        raise XLXMERTError(f"unknown visual_target {config.visual_target!r}; choose one of {VISUAL_TARGETS}")
+    if config.hidden_size % config.num_attention_heads:
+        raise XLXMERTError(
+            f"hidden_size {config.hidden_size} is not a multiple of "
+            f"num_attention_heads {config.num_attention_heads}"
+        )
+    if config.position_frequencies < 0:
+        raise XLXMERTError(f"position_frequencies must be >= 0, got {config.position_frequencies}")
+
+
 def extended_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """[B, L] 1/0 mask → additive [B, 1, 1, L] mask (0 where attended, dtype-min where not)."""
     mask = attention_mask[:, None, None, :].to(dtype)

@@ -33,6 +33,7 @@ from xlxmert.models.grid_embedding import (
     TextEncoding,
     XLxmertOutput,
     cell_positions,
+    check_config,
     extended_mask,
     grid_size_of,
     load_centroids,
@@ -58,7 +59,6 @@ __all__ = [
 ]
 
 VARIANTS = ("x-lxmert", "lxmert-grid")
-VISUAL_TARGETS = ("clusters", "regression")
 
 
 # Chosen for a CPU by measurement (benchmarks/bench_pretrain.py): the shapes vocabulary's 16×16 grid
@@ -147,19 +147,7 @@ class XLxmertConfig(PresetConfig):
     }
 
     def __post_init__(self) -> None:
-        if self.variant not in VARIANTS:
-            raise XLXMERTError(f"unknown variant {self.variant!r}; choose one of {VARIANTS}")
-        if self.visual_target not in VISUAL_TARGETS:
-            raise XLXMERTError(
-                f"unknown visual_target {self.visual_target!r}; choose one of {VISUAL_TARGETS}"
-            )
-        if self.hidden_size % self.num_attention_heads:
-            raise XLXMERTError(
-                f"hidden_size {self.hidden_size} is not a multiple of "
-                f"num_attention_heads {self.num_attention_heads}"
-            )
-        if self.position_frequencies < 0:
-            raise XLXMERTError(f"position_frequencies must be >= 0, got {self.position_frequencies}")
+        check_config(self, VARIANTS)
 
     @property
     def num_cells(self) -> int:
@@ -229,43 +217,6 @@ class XLxmertForPreTraining(GridEmbeddingModel):
         for layer in self.bert.encoder.layer:
             hidden = layer(hidden, extended)[0]
         return TextEncoding(hidden=hidden, attention_mask=attention_mask)
-
-    def visual_features(
-        self,
-        visual_ids: torch.Tensor | None = None,
-        visual_feats: torch.Tensor | None = None,
-        visual_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Grid embedder input: ``FloatTensor[B, M, D]`` features, ``mask_feat`` in masked cells.
-
-        ``visual_feats [B, M, D]`` (exact features) win over ``visual_ids [B, M]`` (looked up in the
-        centroids); a masked cell's id is ignored, so samplers may put any value there.
-        """
-        M, K = self.config.num_cells, self.config.num_clusters
-        if visual_feats is not None:
-            feats = visual_feats.to(self.mask_feat.dtype)
-            if feats.shape[1:] != (M, self.config.feature_dim):
-                raise XLXMERTError(
-                    f"visual_feats must be [B, {M}, {self.config.feature_dim}], got {tuple(feats.shape)}"
-                )
-        elif visual_ids is not None:
-            if visual_ids.shape[1] != M:
-                raise XLXMERTError(f"visual_ids must be [B, {M}], got {tuple(visual_ids.shape)}")
-            ids = visual_ids.long()
-            if visual_mask is not None:
-                ids = ids.masked_fill(visual_mask.bool(), 0)
-            if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= K):
-                raise XLXMERTError(
-                    f"visual ids must lie in 0..{K - 1}; was the vocabulary built with another K?"
-                )
-            feats = self.centroids[ids]
-        else:
-            raise XLXMERTError("give visual_ids or visual_feats")
-        if self.config.standardize_features:
-            feats = (feats - self.feature_mean.to(feats.dtype)) / self.feature_std.to(feats.dtype)
-        if visual_mask is not None:
-            feats = torch.where(visual_mask.bool()[..., None], self.mask_feat.to(feats.dtype), feats)
-        return feats
 
     def forward(
         self,

@@ -27,11 +27,16 @@ from transformers.models.bert.modeling_bert import BertPreTrainingHeads
 from transformers.models.lxmert.modeling_lxmert import LxmertVisualAnswerHead
 
 from xlxmert.errors import XLXMERTError
-from xlxmert.models.grid_embedding import GridEmbeddingModel, TextEncoding, XLxmertOutput, extended_mask
+from xlxmert.models.grid_embedding import (
+    GridEmbeddingModel,
+    TextEncoding,
+    XLxmertOutput,
+    check_config,
+    extended_mask,
+)
 from xlxmert.utils.config import PresetConfig
 
 VARIANTS = ("x-uniter", "uniter-grid")
-VISUAL_TARGETS = ("clusters", "regression")
 
 # As wide as the two-stream shapes-64 model, and as many weights: 10 single-stream layers against
 # its 3 language + 2 vision + 2 cross-modality layers (2.2 M against 2.1 M on the shipped data).
@@ -94,22 +99,9 @@ class XUniterConfig(PresetConfig):
     }
 
     def __post_init__(self) -> None:
-        if self.variant not in VARIANTS:
-            raise XLXMERTError(f"unknown variant {self.variant!r}; choose one of {VARIANTS}")
-        if self.visual_target not in VISUAL_TARGETS:
-            raise XLXMERTError(
-                f"unknown visual_target {self.visual_target!r}; choose one of {VISUAL_TARGETS}"
-            )
-        if self.hidden_size % self.num_attention_heads:
-            raise XLXMERTError(
-                f"hidden_size {self.hidden_size} is not a multiple of "
-                f"num_attention_heads {self.num_attention_heads}"
-            )
-        if self.num_layers < 1 or self.position_frequencies < 0:
-            raise XLXMERTError(
-                f"num_layers must be >= 1 and position_frequencies >= 0, got {self.num_layers}, "
-                f"{self.position_frequencies}"
-            )
+        check_config(self, VARIANTS)
+        if self.num_layers < 1:
+            raise XLXMERTError(f"num_layers must be >= 1, got {self.num_layers}")
 
     @property
     def num_cells(self) -> int:
