@@ -271,7 +271,7 @@ def test_features_extract_keeps_the_grid_of_a_saved_backbone(tiny_shapes, model,
     code, _, err = _run(
         capsys,
         ["features", "extract", "--data", str(tiny_shapes), "--split", "compositional",
-         "--backbone", str(model / "backbone"), "--out", str(out), "--no-progress"],
+         "--backbone", str(model / "backbone"), "--out", str(out), "--quiet"],
     )  # fmt: skip
     assert code == 0, err
     store = FeatureStore.open(out)

@@ -320,7 +320,7 @@ def test_cli_captions_several_images_with_scores(model_dir, images, capsys):
 def test_cli_evaluate_captions_writes_the_table(model_dir, tiny_shapes, tmp_path, capsys):
     out = tmp_path / "report"
     argv = ["evaluate-captions", "--model", str(model_dir), "--data", str(tiny_shapes), "--n", "6"]
-    assert cli_main([*argv, "--seed", "0", "1", "--out", str(out), "--no-progress"]) == 0
+    assert cli_main([*argv, "--seed", "0", "1", "--out", str(out), "--quiet"]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["n"] == 6 and results["seeds"] == [0, 1]
     chance = results["rows"]["Control: a reference caption of another image (chance)"]

@@ -464,7 +464,7 @@ def test_evaluate_over_seeds_keeps_each_seed_and_writes_their_mean(suite_dir, sh
     model = build_tiny_model(tmp_path / "tiny-model")
     out = tmp_path / "seeds"
     args = ["evaluate", "--model", str(model), "--data", str(shapes_root), "--evaluator", str(suite_dir)]
-    args += ["--n", "8", "--metrics", "semantic,r-precision", "--steps", "2", "--no-progress"]
+    args += ["--n", "8", "--metrics", "semantic,r-precision", "--steps", "2", "--quiet"]
     assert main([*args, "--seed", "0", "1", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "mean of seeds 0, 1" in printed and printed.endswith("(each seed)\n")

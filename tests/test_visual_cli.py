@@ -33,7 +33,7 @@ def pipeline(tiny_shapes, tmp_path_factory):
                 "4",
                 "--feature-dim",
                 "16",
-                "--no-progress",
+                "--quiet",
             ]
         )
         == 0
@@ -57,7 +57,7 @@ def pipeline(tiny_shapes, tmp_path_factory):
                 "8",
                 "--chunk-size",
                 "20",
-                "--no-progress",
+                "--quiet",
             ]
         )
         == 0
@@ -115,7 +115,7 @@ def test_val_split_and_a_path_backbone(pipeline, tmp_path, capsys):
             str(bb),
             "--out",
             str(tmp_path / "f"),
-            "--no-progress",
+            "--quiet",
         ]
     )
     assert code == 0
@@ -147,7 +147,7 @@ def test_damaged_images_error(pipeline, tmp_path, capsys, damage):
     shutil.copytree(data / "val", copy / "val")
     expected = damage(copy / "val" / "images")
     args = ["--data", str(copy), "--split", "val", "--backbone-dir", str(bb)]
-    code = main(["features", "extract", *args, "--out", str(tmp_path / "f"), "--no-progress"])
+    code = main(["features", "extract", *args, "--out", str(tmp_path / "f"), "--quiet"])
     assert code == 1 and expected in _one_line_error(capsys)
 
 
@@ -165,7 +165,7 @@ def test_wrong_shape_feature_array_error(pipeline, tmp_path, capsys):
 def test_predictions_output(pipeline, tmp_path, capsys):
     data, bb, _, _ = pipeline
     args = ["features", "extract", "--data", str(data), "--split", "val", "--out", str(tmp_path / "f")]
-    assert main([*args, "--backbone-dir", str(bb), "--backbone-output", "predictions", "--no-progress"]) == 0
+    assert main([*args, "--backbone-dir", str(bb), "--backbone-output", "predictions", "--quiet"]) == 0
     store = FeatureStore.open(tmp_path / "f")
     assert store.dim == 4 + 36  # places + colour×shape coverages
     feats = np.asarray(store.features, dtype=np.float32)
@@ -181,7 +181,7 @@ def test_predictions_output(pipeline, tmp_path, capsys):
 
 def test_usage_errors(pipeline, tmp_path, capsys):
     data, _, _, _ = pipeline
-    code = main(["features", "extract", "--data", str(data), "--out", str(tmp_path / "f"), "--no-progress"])
+    code = main(["features", "extract", "--data", str(data), "--out", str(tmp_path / "f"), "--quiet"])
     assert code == 1 and "--backbone-dir" in _one_line_error(capsys)
     with pytest.raises(SystemExit) as exc:
         main(["vocab"])

@@ -16,6 +16,8 @@ import json
 import sys
 from pathlib import Path
 
+from xlxmert.cli.options import add_quiet
+
 SAMPLER_NAMES = ("mask-predict", "tl-br", "random", "easy-first")
 
 
@@ -44,7 +46,7 @@ def _train(args: argparse.Namespace) -> int:
         eval_split=args.eval_split,
         n=args.n,
         evaluator_config=EvaluatorConfig.from_preset(args.preset),
-        progress=not args.no_progress,
+        progress=not args.quiet,
     )
     acc = report.get("evaluator_accuracy")
     if acc:
@@ -76,7 +78,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         feature_network=args.feature_network,
     )
-    out, progress = Path(args.out), not args.no_progress
+    out, progress = Path(args.out), not args.quiet
     if len(args.seed) > 1:
         evaluate_seeds(models, args.data, _evaluation_dir(args), out, config, args.seed, progress)
         written = f"{out / 'results.json'}, {out / 'table.md'} (the mean) and {out}/seed-S/ (each seed)"
@@ -102,7 +104,7 @@ def _evaluate_captions(args: argparse.Namespace) -> int:
         seeds=args.seed,
         gibbs_length=args.gibbs_length,
         batch_size=args.batch_size,
-        progress=not args.no_progress,
+        progress=not args.quiet,
     )
     sys.stdout.write((out / "table.md").read_text())
     print(f"wrote {out / 'results.json'}, {out / 'table.md'}, {out / 'captions.json'}")
@@ -169,7 +171,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="FILE.pt2",
         help="a torch.export'ed feature network (e.g. Inception-v3 with the FID weights) for an extra FID",
     )
-    ev.add_argument("--no-progress", action="store_true")
+    add_quiet(ev)
     ev.set_defaults(func=_evaluate)
 
     cap = subparsers.add_parser(
@@ -184,7 +186,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cap.add_argument("--gibbs-length", default="12", help="the Gibbs row's caption length (or auto)")
     cap.add_argument("--batch-size", type=_positive, default=16)
     cap.add_argument("--out", required=True, help="output folder (results.json, table.md, captions.json)")
-    cap.add_argument("--no-progress", action="store_true")
+    add_quiet(cap)
     cap.set_defaults(func=_evaluate_captions)
 
     group = subparsers.add_parser("evaluator", help="train / check the networks that grade generated images")
@@ -198,7 +200,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--preset", default="shapes-64", choices=("shapes-64", "paper"))
     tr.add_argument("--evaluator-steps", type=_positive, default=3000)
     tr.add_argument("--matcher-steps", type=_positive, default=1000)
-    tr.add_argument("--no-progress", action="store_true")
+    add_quiet(tr)
     tr.set_defaults(func=_train, evaluator=None)
     ac = sub.add_parser("accuracy", help="report the evaluator's accuracy on original images of a split")
     ac.add_argument("--data", required=True)

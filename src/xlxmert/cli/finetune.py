@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from xlxmert.cli.options import add_quiet
+
 
 def _finetune(args: argparse.Namespace) -> int:
     from xlxmert.training.finetune import FinetuneConfig, finetune, with_overrides
@@ -86,5 +88,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--bf16", action="store_true", help="bf16 mixed precision (Accelerate)")
     p.add_argument("--checkpoint-every", type=int, help="updates between checkpoints (default 200)")
     p.add_argument("--stop-after", type=int, help="stop after N updates in all (resume by rerunning)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(p)
     p.set_defaults(func=_finetune)

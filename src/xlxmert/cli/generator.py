@@ -10,6 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
+from xlxmert.cli.options import add_quiet
 from xlxmert.cli.output import check_output_dir
 from xlxmert.errors import XLXMERTError
 
@@ -47,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="perceptual-loss network folder (default: VOCAB/backbone; a local ResNet-50 for real images)",
     )
     train.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(train)
     train.set_defaults(func=_train)
 
     convert = sub.add_parser("convert", help="convert the authors' G_60.pth into a generator folder")

@@ -82,3 +82,8 @@ def check_numbers(parser: argparse.ArgumentParser) -> None:
                 check_numbers(sub)
         elif action.type in (int, float):
             action.type = checked_number(action.type, action.dest)
+
+
+def add_quiet(parser: argparse.ArgumentParser) -> None:
+    """The one quiet switch of every long-running command: ``-q/--quiet``, no progress bars."""
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from xlxmert.cli.options import add_quiet
 from xlxmert.cli.output import check_output_dir
 
 
@@ -202,5 +203,5 @@ def register(subparsers) -> None:
     p.add_argument("--checkpoint-every", type=int, default=None)
     p.add_argument("--eval-every", type=int, default=None)
     p.add_argument("--eval-samples", type=int, default=None, help="validation captions (default 256)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(p)
     p.set_defaults(func=_pretrain)

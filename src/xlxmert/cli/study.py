@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from xlxmert.cli.options import add_quiet
+
 TABLE_CHOICES = ("table1", "table2", "table3", "table4")
 
 
@@ -58,5 +60,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--eval-n", type=int, help="test captions per seed (default: the recipe's, 300 for full)")
     p.add_argument("--n-boot", type=int, help="bootstrap replicates (default: the budget's)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_quiet(p)
     p.set_defaults(func=_study)

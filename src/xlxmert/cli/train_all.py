@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from xlxmert.cli.options import add_quiet
 from xlxmert.cli.pretrain import task_ratio
 
 
@@ -132,6 +133,6 @@ def register(subparsers) -> None:
         help="stop once this stage is complete (data, tokenizer, backbone, features, vocabulary, "
         "generator, pretraining, pretraining-2, ...)",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_quiet(p)
     p.epilog = "Unset options take the recipe's values (TrainAllConfig.PRESETS)."
     p.set_defaults(func=_train_all)

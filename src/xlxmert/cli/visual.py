@@ -14,6 +14,7 @@ import argparse
 import time
 from pathlib import Path
 
+from xlxmert.cli.options import add_quiet
 from xlxmert.cli.output import check_output_dir
 from xlxmert.errors import XLXMERTError
 
@@ -33,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--val-split", default="val", help="split for the per-cell accuracy report ('' = none)"
     )
-    train.add_argument("--no-progress", action="store_true")
+    add_quiet(train)
     train.set_defaults(func=_backbone_train)
 
     features = subparsers.add_parser("features", help="extract grid features into a feature store")
@@ -69,7 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ext.add_argument("--chunk-size", type=int, default=1024)
     ext.add_argument("--batch-size", type=int, default=32)
     ext.add_argument("--device", default="cpu")
-    ext.add_argument("--no-progress", action="store_true")
+    add_quiet(ext)
     ext.set_defaults(func=_features_extract)
 
     vocab = subparsers.add_parser("vocab", help="build and apply the visual vocabulary (k-means)")
@@ -89,12 +90,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument(
         "--balance", choices=("on", "off"), help="balance the k-means sample (default: the preset's)"
     )
-    build.add_argument("--no-progress", action="store_true")
+    add_quiet(build)
     build.set_defaults(func=_vocab_build)
     assign = vsub.add_parser("assign", help="nearest-centroid ids of a feature store → VOCAB/ids/<split>.npy")
     assign.add_argument("--features", required=True, type=Path, help="feature store folder")
     assign.add_argument("--vocab", required=True, type=Path, help="vocabulary folder")
-    assign.add_argument("--no-progress", action="store_true")
+    add_quiet(assign)
     assign.set_defaults(func=_vocab_assign)
 
     for parser, name in ((backbone, "backbone"), (features, "features"), (vocab, "vocab")):
@@ -124,7 +125,7 @@ def _backbone_train(args: argparse.Namespace) -> int:
         steps=args.steps,
         batch_size=args.batch_size,
         seed=args.seed,
-        progress=not args.no_progress,
+        progress=not args.quiet,
         lr=args.lr,
         val_split=args.val_split or None,
     )
@@ -176,7 +177,7 @@ def _features_extract(args: argparse.Namespace) -> int:
         args.out,
         chunk_size=args.chunk_size,
         batch_size=args.batch_size,
-        progress=not args.no_progress,
+        progress=not args.quiet,
         device=args.device,
     )
     seconds = time.perf_counter() - start
@@ -198,7 +199,7 @@ def _vocab_build(args: argparse.Namespace) -> int:
     if args.balance is not None:
         overrides["balance"] = args.balance == "on"
     config = VocabularyConfig.from_preset(args.preset, **overrides)
-    _, report = build_vocabulary(store, config, args.out, progress=not args.no_progress)
+    _, report = build_vocabulary(store, config, args.out, progress=not args.quiet)
     print(
         f"K={report['num_clusters']} D={report['dim']}: {report['num_dead_clusters']} dead clusters, "
         f"usage perplexity {report['usage_perplexity']:.0f}, "
@@ -214,6 +215,6 @@ def _vocab_assign(args: argparse.Namespace) -> int:
 
     store = FeatureStore.open(args.features)
     vocab = VisualVocabulary.from_pretrained(args.vocab)
-    path = assign_store(store, vocab, args.vocab, progress=not args.no_progress)
+    path = assign_store(store, vocab, args.vocab, progress=not args.quiet)
     print(f"{len(store)} images × {store.grid_size**2} ids → {path}")
     return 0
