@@ -8,6 +8,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Every test runs torch on one thread (as CI's 2-core machine wants; see DEVELOPERS.md)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_shapes(tmp_path_factory):
     """A ShapeScenes data root with train (48), val (16), test (16) and compositional (8) at 64 px."""

@@ -27,14 +27,6 @@ from xlxmert.visual.grid import GRID_NAME
 CAPTION = "a red circle in the snow"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("bad") / "model")

@@ -1,19 +1,10 @@
 """CLI round trips: ``xlxmert paint / caption / answer`` on a tiny model the test builds."""
 
 import pytest
-import torch
 from PIL import Image
 
 from test_pipelines_tiny import ANSWERS, IMAGE, build_tiny_model
 from xlxmert.cli import main
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -53,15 +53,6 @@ from xlxmert.evaluation.tasks import (
 TINY_EVALUATOR = EvaluatorConfig(widths=(16, 24, 32, 48), image_size=32)  # reads 64-px images at 32 px
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine more threads only spin against each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def shapes_root(tmp_path_factory):
     """Enough ShapeScenes images for a briefly trained evaluator and matcher to beat chance."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import xlxmert.evaluation.report as report
@@ -33,14 +32,6 @@ from xlxmert.evaluation.split import images_uint8, load_example_images, load_exa
 from xlxmert.pipelines.paint import PaintPipeline
 
 N = 120
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -32,14 +32,6 @@ from xlxmert.utils.model_folder import read_model_index
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """ShapeScenes at 64 px: train 160, val 60 scenes (each with its questions and statements)."""

@@ -16,15 +16,6 @@ from xlxmert.models.generator import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two cores are shared by many test runs: oversubscribed threads make these much slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _tiny(output_size=32, grid_size=4, **kw):
     return GeneratorConfig(
         input_dim=16,

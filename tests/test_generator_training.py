@@ -34,15 +34,6 @@ PALETTE = np.array(
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two cores are shared by many test runs: oversubscribed threads make these steps 10× slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _write_split(root, vocab, split, n, rng):
     """Images whose N×N cells are flat colours given by their ids (so ids determine the image)."""
     (root / split / "images").mkdir(parents=True)

@@ -47,14 +47,6 @@ N_IMAGES = 200
 EASY, HARD = 9, 9  # negatives per row: chance is 1/10 for both
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """200 ShapeScenes test images with one caption each (as the evaluation chooses them)."""

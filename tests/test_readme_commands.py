@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from test_pipelines_tiny import build_tiny_model
@@ -25,14 +24,6 @@ from xlxmert.pipelines import AnswerPipeline, PaintPipeline
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "models" / "shapes-64"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def make_paint_command(out: Path) -> tuple[list[str], str]:

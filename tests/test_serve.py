@@ -28,14 +28,6 @@ from xlxmert.server.background import BackgroundServer  # noqa: E402
 CAPTION = "a red circle to the left of a blue square"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp("serve") / "model")

@@ -3,18 +3,9 @@
 import json
 
 import pytest
-import torch
 
 from xlxmert.cli import main
 from xlxmert.training.train_all import TrainAllConfig, recipe_hash, recipe_stages, train_all
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_train_all_tiny_end_to_end(tmp_path, capsys):

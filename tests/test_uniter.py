@@ -20,14 +20,6 @@ from xlxmert.models.uniter import XUniterConfig, XUniterForPreTraining
 from xlxmert.training.pretrain import Batch, batch_losses
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_config(variant: str = "x", **overrides) -> XUniterConfig:
     sizes = dict(vocab_size=80, hidden_size=32, num_attention_heads=2, intermediate_size=64, num_layers=2)
     sizes.update(grid_size=GRID, num_clusters=K, feature_dim=D, num_answers=len(ANSWERS))

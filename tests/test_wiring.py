@@ -26,14 +26,6 @@ from xlxmert.training.pretrain import PretrainConfig
 from xlxmert.utils.seeding import torch_generator
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """The tiny model folder, its generator's noise switched on (its weights start at zero)."""
