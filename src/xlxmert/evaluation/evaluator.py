@@ -24,6 +24,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -35,13 +36,13 @@ from xlxmert.data.shapes.scene import Scene, SceneObject
 from xlxmert.errors import XLXMERTError
 from xlxmert.evaluation.split import EvalExample, images_uint8, load_example_images, load_examples, to_float
 from xlxmert.utils.checkpoint import CHECKPOINT_DIR, LoopCheckpoints
-from xlxmert.utils.config import config_to_dict
+from xlxmert.utils.config import PresetConfig, config_to_dict
 from xlxmert.utils.seeding import torch_generator
 from xlxmert.utils.weights import PretrainedMixin
 
 
 @dataclass(frozen=True)
-class EvaluatorConfig:
+class EvaluatorConfig(PresetConfig):
     """Architecture and class vocabulary of the evaluator (class names are stored with the weights)."""
 
     image_size: int = 64
@@ -62,20 +63,12 @@ class EvaluatorConfig:
         """Pixels per centre-map cell: the map is taken after the third stage (two downsamplings)."""
         return 4
 
-    @classmethod
-    def from_preset(cls, name: str) -> EvaluatorConfig:
-        if name not in EVALUATOR_PRESETS:
-            raise XLXMERTError(
-                f"unknown evaluator preset {name!r}; choose one of {sorted(EVALUATOR_PRESETS)}"
-            )
-        return EVALUATOR_PRESETS[name]
-
-
-EVALUATOR_PRESETS: dict[str, EvaluatorConfig] = {
-    "shapes-64": EvaluatorConfig(),
-    # ShapeScenes at the paper's 256 px output size: one more downsampling stage.
-    "paper": EvaluatorConfig(image_size=256, widths=(32, 64, 128, 256, 256)),
-}
+    PRESET_KIND: ClassVar[str] = "evaluator"
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "shapes-64": {},
+        # ShapeScenes at the paper's 256 px output size: one more downsampling stage.
+        "paper": {"image_size": 256, "widths": (32, 64, 128, 256, 256)},
+    }
 
 
 def _norm(channels: int) -> nn.GroupNorm:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ from xlxmert.data.shapes.facts import check_caption
 from xlxmert.data.shapes.scene import Scene
 from xlxmert.errors import XLXMERTError
 from xlxmert.evaluation.evaluator import ResidualCNN
+from xlxmert.utils.config import PresetConfig
 from xlxmert.utils.seeding import numpy_rng
 from xlxmert.utils.weights import PretrainedMixin
 
@@ -167,7 +168,7 @@ def world_words() -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class MatcherConfig:
+class MatcherConfig(PresetConfig):
     """The surrogate's architecture and word vocabulary (stored with its weights)."""
 
     image_size: int = 64
@@ -182,18 +183,12 @@ class MatcherConfig:
     vocab: tuple[str, ...] = ()
     seed: int = 20202  # its own seed, unrelated to X-LXMERT's
 
-    @classmethod
-    def from_preset(cls, name: str) -> MatcherConfig:
-        if name not in MATCHER_PRESETS:
-            raise XLXMERTError(f"unknown matcher preset {name!r}; choose one of {sorted(MATCHER_PRESETS)}")
-        return MATCHER_PRESETS[name]
-
-
-MATCHER_PRESETS: dict[str, MatcherConfig] = {
-    "shapes-64": MatcherConfig(),
-    # The evaluator's "paper" preset (256 px, one more stage), so the CNN can start from it.
-    "paper": MatcherConfig(image_size=256, widths=(32, 64, 128, 256, 256)),
-}
+    PRESET_KIND: ClassVar[str] = "matcher"
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "shapes-64": {},
+        # The evaluator's "paper" preset (256 px, one more stage), so the CNN can start from it.
+        "paper": {"image_size": 256, "widths": (32, 64, 128, 256, 256)},
+    }
 
 
 class _Attention(nn.Module):

@@ -72,6 +72,7 @@ class StudyConfig(PresetConfig):
     confidence: float = 0.95
 
     PRESET_KIND: ClassVar[str] = "study budget"
+    PRESET_FIELD: ClassVar[str] = "preset"
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "full": {},
         "small": {
@@ -90,10 +91,6 @@ class StudyConfig(PresetConfig):
             raise XLXMERTError(f"--seeds must be at least 1, got {self.seeds}")
         if not 0 < self.confidence < 1:
             raise XLXMERTError(f"confidence must be between 0 and 1, got {self.confidence}")
-
-    @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> StudyConfig:
-        return super().from_preset(name, **{"preset": name, **overrides})
 
     def train_all_config(self) -> TrainAllConfig:
         return TrainAllConfig.from_preset(self.recipe)

@@ -113,6 +113,7 @@ class TrainAllConfig(PresetConfig):
     eval_guidance_scale: float = 3.0
 
     PRESET_KIND: ClassVar[str] = "train-all"
+    PRESET_FIELD: ClassVar[str] = "preset"  # the config records the recipe's name
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         "shapes-64": {},
         "tiny": {
@@ -144,11 +145,6 @@ class TrainAllConfig(PresetConfig):
             raise XLXMERTError(
                 f"grid size must divide the image size {self.image_size} and be smaller, got {n}"
             )
-
-    @classmethod
-    def from_preset(cls, name: str, **overrides: Any) -> TrainAllConfig:
-        """Recipe ``name`` with ``overrides`` applied; the config records the recipe's name."""
-        return super().from_preset(name, **{"preset": name, **overrides})
 
     def command(self, out: str | Path) -> str:
         """The ``xlxmert train-all`` command line that reproduces this config."""

@@ -23,10 +23,12 @@ CONFIG_NAME = "config.json"
 class PresetConfig:
     """Named presets for a frozen config dataclass: ``PRESETS`` maps a name (``paper``,
     ``shapes-64``, ...) to field values; ``from_preset(name, **overrides)`` builds one.
-    ``PRESET_KIND`` names the config in the error for an unknown name."""
+    ``PRESET_KIND`` names the config in the error for an unknown name; ``PRESET_FIELD``, when set,
+    names the field that records which preset built the config (a recipe, a study budget)."""
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
     PRESET_KIND: ClassVar[str] = "config"
+    PRESET_FIELD: ClassVar[str | None] = None
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> Any:
@@ -35,7 +37,8 @@ class PresetConfig:
             raise XLXMERTError(
                 f"unknown {cls.PRESET_KIND} preset {name!r}; choose one of {sorted(cls.PRESETS)}"
             )
-        return cls(**{**cls.PRESETS[name], **overrides})
+        named = {cls.PRESET_FIELD: name} if cls.PRESET_FIELD else {}
+        return cls(**{**cls.PRESETS[name], **named, **overrides})
 
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
