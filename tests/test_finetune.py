@@ -16,6 +16,7 @@ from xlxmert.data.shapes.generate import generate_split
 from xlxmert.data.tokenizer import TextTokenizer
 from xlxmert.errors import XLXMERTError
 from xlxmert.evaluation.tasks import official_normalize, score_nlvr2, score_vqa, vqa_accuracy
+from xlxmert.models.families import load_transformer
 from xlxmert.models.heads import (
     NLVR2Head,
     TaskModel,
@@ -43,16 +44,17 @@ def data(tmp_path_factory):
 
 def _retokenize(folder: Path, texts: list[str]) -> Path:
     """The tiny model with a tokenizer that knows the data's words (transformer rebuilt to fit)."""
-    from xlxmert.models.transformer import XLxmertConfig, load_centroids
+    from xlxmert.models.transformer import XLxmertConfig
+    from xlxmert.visual.vocabulary import VisualVocabulary
 
     tokenizer = TextTokenizer.train(texts, vocab_size=150)
     tokenizer.save_pretrained(folder / "tokenizer")
     config = load_config(XLxmertConfig, folder / "transformer")
     config = type(config)(**{**config.__dict__, "vocab_size": tokenizer.vocab_size})
     torch.manual_seed(0)
-    model = XLxmertForPreTraining(config, load_centroids(folder / "vocabulary"))
+    model = XLxmertForPreTraining(config, VisualVocabulary.from_pretrained(folder / "vocabulary").centroids)
     model.answers = list(ANSWERS)
-    model.save_pretrained(folder)
+    model.save_pretrained(folder / "transformer")
     save_config(config, folder / "transformer")
     return folder
 
@@ -72,7 +74,7 @@ def _config(task, **kw):
 
 # -- heads ------------------------------------------------------------------------------------------
 def test_head_shapes_and_initialisation_from_the_qa_head(model_dir):
-    transformer = XLxmertForPreTraining.from_pretrained(model_dir)
+    transformer = load_transformer(model_dir)
     H = transformer.config.hidden_size
     vqa = build_head("vqa", H, ["no", "purple", "red"])
     assert vqa(torch.randn(5, H)).shape == (5, 3)
@@ -137,7 +139,7 @@ def test_nlvr2_pairs_each_sentence_with_its_left_and_right_image(data, model_dir
     for k in (0, 7, 33):
         left, right = split.images[split.rows[k, 0]], split.images[split.rows[k, 1]]
         assert (left.name, right.name) == (Path(lines[k]["left_url"]).name, Path(lines[k]["right_url"]).name)
-    transformer = XLxmertForPreTraining.from_pretrained(model_dir).eval()
+    transformer = load_transformer(model_dir).eval()
     head = build_head("nlvr2", transformer.config.hidden_size).eval()
     model = TaskModel(transformer, head)
     ids, mask = torch.randint(5, 50, (2, 6)), torch.ones(2, 6, dtype=torch.long)
@@ -214,11 +216,8 @@ def test_cli_finetune_then_answer_and_verify_use_the_heads(data, model_dir, tmp_
                              "num_images": 8, "rows": [{"name": "ft", "scores": scores}]})  # fmt: skip
     assert "| majority answer |" in table and "| question only |" in table
     # the folder's own transformer stays the pretrained one (painting is unchanged)
-    pretrained = XLxmertForPreTraining.from_pretrained(model_dir).state_dict()
-    assert all(
-        torch.equal(v, pretrained[k])
-        for k, v in XLxmertForPreTraining.from_pretrained(out).state_dict().items()
-    )
+    pretrained = load_transformer(model_dir).state_dict()
+    assert all(torch.equal(v, pretrained[k]) for k, v in load_transformer(out).state_dict().items())
 
 
 # -- official layouts --------------------------------------------------------------------------------

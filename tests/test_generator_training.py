@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import save_file
 from transformers import ResNetConfig
 
 from xlxmert.cli import main
@@ -20,13 +19,13 @@ from xlxmert.training.generator import (
     feature_matching_loss,
     hinge_discriminator_loss,
     hinge_generator_loss,
-    load_centroids,
     reconstruction_quality,
     shapes_cell_agreement,
     train_generator,
 )
 from xlxmert.utils.model_folder import read_model_index
 from xlxmert.visual.backbones import ResNetBackbone
+from xlxmert.visual.vocabulary import VisualVocabulary
 
 GRID, SIZE, K, D = 4, 32, 6, 16
 PALETTE = np.array(
@@ -64,10 +63,7 @@ def world(tmp_path_factory):
     rng = np.random.default_rng(0)
     _write_split(root, vocab, "train", 16, rng)
     _write_split(root, vocab, "val", 4, rng)
-    save_file(
-        {"centroids": torch.from_numpy(rng.normal(size=(K, D)).astype(np.float32))},
-        str(vocab / "centroids.safetensors"),
-    )
+    VisualVocabulary(torch.from_numpy(rng.normal(size=(K, D)).astype(np.float32))).save_pretrained(vocab)
     torch.manual_seed(0)
     tiny_resnet = ResNetConfig(
         embedding_size=8, hidden_sizes=[8, 8, 8, 8], depths=[1, 1, 1, 1], layer_type="basic"
@@ -147,7 +143,7 @@ def test_tiny_training_run_reconstruction_loss_falls(world, tmp_path):
     # The component, the model index, the sample grid and the held-out report
     gen = SpadeGenerator.from_pretrained(tmp_path / "run" / "generator")
     assert gen.config.input_dim == D and gen.config.grid_size == GRID and gen.config.output_size == SIZE
-    assert read_model_index(tmp_path / "run")["components"] == {"generator": "generator"}
+    assert read_model_index(tmp_path / "run")["components"] == {"generator": ["xlxmert", "SpadeGenerator"]}
     grid = Image.open(tmp_path / "run" / "samples" / "step_000030.png")
     assert grid.size == (8 * SIZE + 9 * 2, SIZE + 2 * 2)  # 4 (original | reconstruction) pairs in a row
     report = json.loads((tmp_path / "run" / "generator" / "report.json").read_text())
@@ -179,7 +175,7 @@ def test_bf16_step_runs_and_stays_finite(world, tmp_path):
 def test_reconstruction_quality_with_agreement_hook(world):
     root, vocab = world
     torch.manual_seed(0)
-    centroids = load_centroids(vocab)
+    centroids = VisualVocabulary.from_pretrained(vocab).centroids
     gen = SpadeGenerator(_config().generator_config(D, GRID))
     ids = torch.randint(0, K, (3, GRID * GRID))
     images = torch.rand(3, 3, SIZE, SIZE) * 2 - 1

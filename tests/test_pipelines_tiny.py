@@ -57,7 +57,7 @@ def build_tiny_model(folder: Path, variant: str = "x-lxmert", seed: int = 0) -> 
     )
     model = XLxmertForPreTraining(config, centroids)
     model.answers = list(ANSWERS)
-    model.save_pretrained(folder)
+    model.save_pretrained(folder / "transformer")
     generator = SpadeGenerator(
         GeneratorConfig(
             input_dim=D, grid_size=GRID, output_size=IMAGE, channels=8, bottleneck_dim=8, spade_hidden=8

@@ -14,14 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
 
 import xlxmert.training.pretrain as pt
 from xlxmert.cli import main as cli_main
 from xlxmert.data.tokenizer import TextTokenizer
-from xlxmert.models.transformer import XLxmertConfig, XLxmertForPreTraining
+from xlxmert.models.families import load_transformer
+from xlxmert.models.transformer import XLxmertConfig
 from xlxmert.training.pretrain import PretrainConfig, pretrain
 from xlxmert.utils.checkpoint import checkpoint_folders, read_checkpoint, save_checkpoint
+from xlxmert.visual.vocabulary import VisualVocabulary
 
 torch.set_num_threads(1)  # tiny models: threads only contend on a shared CPU
 
@@ -74,8 +75,7 @@ def tiny(tmp_path_factory):
     vocab = root / "vocab"
     (vocab / "ids").mkdir(parents=True)
     centroids = torch.randn(12, D, generator=torch.Generator().manual_seed(0))
-    save_file({"centroids": centroids}, str(vocab / "centroids.safetensors"))
-    (vocab / "config.json").write_text(json.dumps({"num_clusters": 12}))
+    VisualVocabulary(centroids).save_pretrained(vocab)
     ids = np.stack(ids)
     np.save(vocab / "ids" / "train.npy", ids)
     (vocab / "ids" / "train.json").write_text(json.dumps([im["id"] for im in images]))
@@ -173,7 +173,7 @@ def test_tiny_run_learns_every_loss_and_beats_majority_cluster(tiny, tmp_path):
     index = json.loads((out / "model_index.json").read_text())
     assert set(index["components"]) >= {"tokenizer", "vocabulary", "transformer"}
     assert val["itm_acc"] > 0.7 and val["mlm_acc"] > 0.5
-    again = XLxmertForPreTraining.from_pretrained(out)
+    again = load_transformer(out)
     assert again.config == model.config
     assert len(checkpoint_folders(out / "checkpoints")) == 1
 
@@ -235,7 +235,7 @@ def test_qa_loss_falls_in_bf16(tiny, tmp_path):
     values = [v for _, split, m, v in metrics(out) if split == "train" and m == "loss_qa"]
     assert len(values) == 30 and all(np.isfinite(values))
     assert np.mean(values[-5:]) < 0.8 * np.mean(values[:5])
-    again = XLxmertForPreTraining.from_pretrained(out)
+    again = load_transformer(out)
     assert again.answers == model.answers and set(again.answers) == set(COLORS)
 
 

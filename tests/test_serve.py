@@ -263,12 +263,12 @@ def test_caption_answer_and_verify_without_a_head(app, model_dir):
 def test_verify_with_an_nlvr2_head(model_dir, tmp_path):
     pytest.importorskip("xlxmert.pipelines.verify", reason="no NLVR2 pipeline in this xlxmert")
     heads = pytest.importorskip("xlxmert.models.heads")
-    from xlxmert.models.transformer import XLxmertForPreTraining
+    from xlxmert.models.families import load_transformer
     from xlxmert.pipelines.verify import NLVR2Pipeline
 
     folder = tmp_path / "nlvr2-model"
     shutil.copytree(model_dir, folder)
-    transformer = XLxmertForPreTraining.from_pretrained(folder)
+    transformer = load_transformer(folder)
     torch.manual_seed(0)
     heads.save_task_head(folder, heads.build_head("nlvr2", transformer.config.hidden_size), transformer)
     app = create_app(folder)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from scipy.stats import chisquare
 
 from xlxmert.errors import XLXMERTError
@@ -132,13 +132,14 @@ def test_masked_cell_ignores_its_id_and_uses_mask_feat():
 def test_save_and_load_pretrained(tmp_path):
     model = tiny_model().eval()
     model.answers = [f"a{i}" for i in range(7)]
-    (tmp_path / "vocabulary").mkdir()
-    save_file({"centroids": model.centroids.clone()}, str(tmp_path / "vocabulary" / "centroids.safetensors"))
-    model.save_pretrained(tmp_path)
+    # The component reads and writes its own folder only: no ../vocabulary/, no model_index.json.
+    model.save_pretrained(tmp_path / "transformer")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["transformer"]
     stored = load_file(str(tmp_path / "transformer" / "model.safetensors"))
     assert not any("out_cluster.weight" in k or k == "centroids" for k in stored)
-    assert "transformer" in json.loads((tmp_path / "model_index.json").read_text())["components"]
-    again = XLxmertForPreTraining.from_pretrained(tmp_path).eval()
+    again = XLxmertForPreTraining.from_pretrained(tmp_path / "transformer", centroids=model.centroids).eval()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["transformer"]
+    assert torch.equal(again.centroids, model.centroids)
     assert again.answers == model.answers and again.config == model.config
     ids, mask, vids, vmask = inputs()
     assert torch.equal(
@@ -259,10 +260,8 @@ def test_fourier_cell_positions_widen_the_position_input_and_round_trip(tmp_path
     ids, mask, vids, vmask = inputs()
     plain = tiny_model().eval()
     assert plain.bert.encoder.visn_fc.box_fc.in_features == 4  # the paper's box
-    (tmp_path / "vocabulary").mkdir()
-    save_file({"centroids": model.centroids.clone()}, str(tmp_path / "vocabulary" / "centroids.safetensors"))
-    model.save_pretrained(tmp_path)
-    again = XLxmertForPreTraining.from_pretrained(tmp_path).eval()
+    model.save_pretrained(tmp_path / "transformer")
+    again = XLxmertForPreTraining.from_pretrained(tmp_path / "transformer", centroids=model.centroids).eval()
     assert again.config.position_frequencies == 3
     assert torch.equal(again(ids, mask, vids).visual_logits, model(ids, mask, vids).visual_logits)
     # A config written before the field existed loads as the paper's box input.
@@ -291,9 +290,7 @@ def test_standardized_ccc_output_scores_against_the_standardized_centroids(tmp_p
     model.set_centroids(model.centroids * 3 + 1)
     z = (model.centroids - model.feature_mean) / model.feature_std
     assert torch.allclose(head.out_cluster.weight, z)
-    (tmp_path / "vocabulary").mkdir()
-    save_file({"centroids": model.centroids.clone()}, str(tmp_path / "vocabulary" / "centroids.safetensors"))
-    model.save_pretrained(tmp_path)
-    again = XLxmertForPreTraining.from_pretrained(tmp_path).eval()
+    model.save_pretrained(tmp_path / "transformer")
+    again = XLxmertForPreTraining.from_pretrained(tmp_path / "transformer", centroids=model.centroids).eval()
     assert again.config.standardize_ccc_output is True
     assert torch.equal(again(ids, mask, vids).visual_logits, model(ids, mask, vids).visual_logits)

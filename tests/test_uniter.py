@@ -9,15 +9,17 @@ import torch
 from test_finetune import data, model_dir  # noqa: F401 - fixtures
 from test_pipelines_tiny import ANSWERS, GRID, D, K, build_tiny_model
 from test_pretrain import cli_args, metrics, tiny  # noqa: F401 - tiny: a fixture
+from xlxmert.errors import XLXMERTError
 from xlxmert.models.families import (
     architecture_of,
     build_transformer,
     load_transformer,
-    transformer_class,
     transformer_config,
 )
+from xlxmert.models.transformer import XLxmertForPreTraining
 from xlxmert.models.uniter import XUniterConfig, XUniterForPreTraining
 from xlxmert.training.pretrain import Batch, batch_losses
+from xlxmert.utils.model_folder import component_class, update_model_index
 
 
 def tiny_config(variant: str = "x", **overrides) -> XUniterConfig:
@@ -127,16 +129,16 @@ def test_every_objective_trains(variant):
 def test_a_folder_round_trips_and_records_its_family(tmp_path):
     torch.manual_seed(0)
     folder = build_tiny_model(tmp_path / "m")
-    assert transformer_class(folder).__name__ == "XLxmertForPreTraining"
+    assert component_class(folder, "transformer") is XLxmertForPreTraining
     model = XUniterForPreTraining(
         tiny_config(vocab_size=load_transformer(folder).config.vocab_size), torch.zeros(K, D)
     )
     model.set_centroids(load_transformer(folder).centroids)
     model.answers = list(ANSWERS)
-    model.save_pretrained(folder)
-    assert (
-        json.loads((folder / "model_index.json").read_text())["transformer_class"] == "XUniterForPreTraining"
-    )
+    model.save_pretrained(folder / "transformer")
+    update_model_index(folder, {"transformer": model})
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["components"]["transformer"] == ["xlxmert", "XUniterForPreTraining"]
     loaded = load_transformer(folder).eval()
     assert isinstance(loaded, XUniterForPreTraining) and loaded.config == model.config
     assert loaded.answers == ANSWERS
@@ -146,8 +148,9 @@ def test_a_folder_round_trips_and_records_its_family(tmp_path):
         loaded(ids, mask, visual_ids=visual_ids).visual_logits,
         model(ids, mask, visual_ids=visual_ids).visual_logits,
     )
-    (folder / "model_index.json").write_text(json.dumps({"transformer_class": "Nope"}))
-    with pytest.raises(Exception, match="unknown transformer_class"):
+    index["components"]["transformer"] = ["xlxmert", "Nope"]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(XLXMERTError, match="unknown transformer class xlxmert.Nope"):
         load_transformer(folder)
 
 
@@ -158,7 +161,8 @@ def uniter_folder(tmp_path, variant="x"):
     torch.manual_seed(1)
     model = XUniterForPreTraining(tiny_config(variant, vocab_size=lxmert.config.vocab_size), lxmert.centroids)
     model.answers = list(ANSWERS)
-    model.save_pretrained(folder)
+    model.save_pretrained(folder / "transformer")
+    update_model_index(folder, {"transformer": model})
     return folder
 
 
@@ -221,7 +225,8 @@ def test_a_uniter_folder_fine_tunes_and_answers_with_its_head(tmp_path, data, mo
     torch.manual_seed(0)
     uniter = XUniterForPreTraining(tiny_config(vocab_size=lxmert.config.vocab_size), lxmert.centroids)
     uniter.answers = list(lxmert.answers)
-    uniter.save_pretrained(folder)
+    uniter.save_pretrained(folder / "transformer")
+    update_model_index(folder, {"transformer": uniter})
     report = finetune(folder, data, tmp_path / "ft", _config("vqa", epochs=8), progress=False)
     assert report["val"]["score"] > report["val"]["baselines"]["majority_answer"] + 0.05
     assert isinstance(load_transformer(tmp_path / "ft"), XUniterForPreTraining)

@@ -2,15 +2,14 @@
 
 ``ARCHITECTURES`` names each family's config and model class; :func:`transformer_config` builds a
 family's preset; :func:`load_transformer` loads a model folder's ``transformer/`` whichever family
-wrote it (``model_index.json`` records the class as ``transformer_class``; folders written before
-the record are LXMERT's). Everything above the models (pretraining, samplers, pipelines) reaches a
+wrote it (``model_index.json`` maps the component to its class), with the vocabulary's centroids.
+Everything above the models (pretraining, samplers, pipelines) reaches a
 family through this module and the shared interface of
 :class:`~xlxmert.models.grid_embedding.GridEmbeddingModel`.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,8 @@ from xlxmert.errors import XLXMERTError
 from xlxmert.models.grid_embedding import GridEmbeddingModel
 from xlxmert.models.transformer import XLxmertConfig, XLxmertForPreTraining
 from xlxmert.models.uniter import XUniterConfig, XUniterForPreTraining
-from xlxmert.utils.model_folder import INDEX_NAME
+from xlxmert.utils.model_folder import load_component
+from xlxmert.visual.vocabulary import VisualVocabulary
 
 ARCHITECTURES: dict[str, tuple[type, type[GridEmbeddingModel]]] = {
     "lxmert": (XLxmertConfig, XLxmertForPreTraining),
@@ -58,17 +58,10 @@ def build_transformer(config: Any, centroids: Any = None) -> GridEmbeddingModel:
     return ARCHITECTURES[architecture_of(config)][1](config, centroids)
 
 
-def transformer_class(model_dir: str | Path) -> type[GridEmbeddingModel]:
-    """The class that wrote ``model_dir/transformer/`` (from ``model_index.json``)."""
-    index_path = Path(model_dir) / INDEX_NAME
-    index = json.loads(index_path.read_text()) if index_path.is_file() else {}
-    name = index.get("transformer_class", XLxmertForPreTraining.__name__)
-    for _, model_cls in ARCHITECTURES.values():
-        if model_cls.__name__ == name:
-            return model_cls
-    raise XLXMERTError(f"{index_path}: unknown transformer_class {name!r}; written by a newer xlxmert?")
-
-
-def load_transformer(model_dir: str | Path) -> GridEmbeddingModel:
-    """``model_dir/transformer/`` with the centroids of ``model_dir/vocabulary/``, whichever family."""
-    return transformer_class(model_dir).from_pretrained(model_dir)
+def load_transformer(model_dir: str | Path, vocabulary: VisualVocabulary | None = None) -> GridEmbeddingModel:
+    """``model_dir/transformer/`` as the class ``model_index.json`` maps it to, wired with the
+    centroids of ``vocabulary`` (default: the folder's ``vocabulary/``, loaded here). Both load
+    through :func:`~xlxmert.utils.model_folder.load_component`."""
+    if vocabulary is None:
+        vocabulary = load_component(model_dir, "vocabulary", VisualVocabulary)
+    return load_component(model_dir, "transformer", GridEmbeddingModel, centroids=vocabulary.centroids)

@@ -11,7 +11,7 @@ UNITER (one stream, :mod:`xlxmert.models.uniter`). Both share, from here:
   the masked-feature regression head (:class:`MaskedFeatureRegressionHead`, MVFR);
 - the output of every head (:class:`XLxmertOutput`), the cached text (:class:`TextEncoding`) and
   the ``transformer/`` folder format (config.json, model.safetensors, answers.json; the centroids
-  live in the model folder's ``vocabulary/``).
+  are the vocabulary component's, handed to :meth:`GridEmbeddingModel.from_pretrained`).
 
 A family subclasses :class:`GridEmbeddingModel`, builds its own layers, then calls
 :meth:`GridEmbeddingModel._build_grid_embedding`; it implements ``encode_text`` and ``forward``.
@@ -27,17 +27,14 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import nn
 from transformers.models.lxmert.modeling_lxmert import LxmertPredictionHeadTransform
 
 from xlxmert.errors import XLXMERTError
 from xlxmert.utils.config import load_config, save_config
-from xlxmert.utils.model_folder import update_model_index
 from xlxmert.utils.weights import load_weights, save_weights
 from xlxmert.visual.grid import cell_boxes
 
-CENTROIDS_FILE = "centroids.safetensors"
 ANSWERS_FILE = "answers.json"
 
 
@@ -317,24 +314,26 @@ class GridEmbeddingModel(nn.Module):
         out = self.forward(None, None, visual_ids, visual_feats, visual_mask, text_encoding=text_encoding)
         return out.visual_logits if out.visual_logits is not None else out.visual_regression
 
-    def save_pretrained(self, model_dir: str | Path) -> Path:
-        """Write ``model_dir/transformer/`` (config.json, model.safetensors, answers.json) and update
-        ``model_index.json``. Centroids are not written: they live in ``model_dir/vocabulary/``."""
-        folder = Path(model_dir) / "transformer"
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Write the ``transformer/`` component into ``folder``: config.json, model.safetensors and
+        answers.json. Centroids are not written: they are the vocabulary component's."""
+        folder = Path(folder)
         save_config(self.config, folder)
         save_weights(self, folder)
         if self.answers is not None:
             (folder / ANSWERS_FILE).write_text(json.dumps(self.answers, indent=1) + "\n")
-        update_model_index(model_dir, transformer_class=type(self).__name__)
         return folder
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path) -> GridEmbeddingModel:
-        """Load ``model_dir/transformer/`` with the centroids of ``model_dir/vocabulary/``."""
-        model_dir = Path(model_dir)
-        folder = model_dir / "transformer"
+    def from_pretrained(cls, folder: str | Path, centroids: torch.Tensor) -> GridEmbeddingModel:
+        """Load a ``transformer/`` component folder with ``centroids: FloatTensor[K, D]``, the
+        model's vocabulary's (``VisualVocabulary.from_pretrained(MODEL/vocabulary).centroids``;
+        a pipeline loads the vocabulary once and hands them over)."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise XLXMERTError(f"transformer folder not found: {folder} (pretrain one: xlxmert pretrain)")
         config = load_config(cls.CONFIG_CLASS, folder)
-        model = cls(config, load_centroids(model_dir / "vocabulary"))
+        model = cls(config, torch.as_tensor(centroids).float())
         load_weights(model, folder)
         answers = folder / ANSWERS_FILE
         if answers.is_file():
@@ -343,19 +342,6 @@ class GridEmbeddingModel(nn.Module):
 
     def num_parameters(self, trainable_only: bool = True) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
-
-
-def load_centroids(vocab_dir: str | Path) -> torch.Tensor:
-    """``FloatTensor[K, D]`` from ``vocab_dir/centroids.safetensors`` (key ``centroids``)."""
-    path = Path(vocab_dir) / CENTROIDS_FILE
-    if not path.is_file():
-        raise XLXMERTError(
-            f"no {CENTROIDS_FILE} in {vocab_dir}: build the vocabulary first (xlxmert vocab build)"
-        )
-    tensors = load_file(str(path))
-    if "centroids" not in tensors:
-        raise XLXMERTError(f"{path} has no 'centroids' tensor (keys: {sorted(tensors)})")
-    return tensors["centroids"].float()
 
 
 def grid_size_of(num_cells: int) -> int:

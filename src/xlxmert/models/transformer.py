@@ -25,7 +25,6 @@ from transformers.models.lxmert.modeling_lxmert import LxmertPreTrainingHeads, L
 from xlxmert.errors import XLXMERTError
 from xlxmert.models.grid_embedding import (
     ANSWERS_FILE,
-    CENTROIDS_FILE,
     ClusterClassificationHead,
     FrozenCentroidLinear,
     GridEmbeddingModel,
@@ -36,14 +35,12 @@ from xlxmert.models.grid_embedding import (
     check_config,
     extended_mask,
     grid_size_of,
-    load_centroids,
 )
 from xlxmert.utils.config import PresetConfig
 from xlxmert.visual.grid import cell_boxes
 
 __all__ = [
     "ANSWERS_FILE",
-    "CENTROIDS_FILE",
     "ClusterClassificationHead",
     "FrozenCentroidLinear",
     "MaskedFeatureRegressionHead",
@@ -55,7 +52,6 @@ __all__ = [
     "cell_positions",
     "config_for_data",
     "grid_size_of",
-    "load_centroids",
 ]
 
 VARIANTS = ("x-lxmert", "lxmert-grid")

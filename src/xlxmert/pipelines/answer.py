@@ -21,7 +21,7 @@ from xlxmert.pipelines.common import (
     ImageEncoder,
     ImageInput,
     ImageTextPipeline,
-    load_tokenizer_and_transformer,
+    load_core_components,
     tokenize_texts,
     visual_inputs,
 )
@@ -77,11 +77,11 @@ class AnswerPipeline(ImageTextPipeline):
         if head is not None and head not in ANSWER_HEADS:
             raise XLXMERTError(f"unknown answer head {head!r}; choose one of {ANSWER_HEADS}")
         model_dir = resolve_model_folder(model_dir)
-        tokenizer, transformer = load_tokenizer_and_transformer(model_dir)
+        tokenizer, vocabulary, transformer = load_core_components(model_dir)
         if head is None:
             head = next((t for t in ANSWER_HEADS if t in available_heads(model_dir)), None)
         task_head = None if head is None else load_task_head(model_dir, head, transformer)
-        encoder = ImageEncoder.from_pretrained(model_dir, transformer.config.grid_size)
+        encoder = ImageEncoder.from_pretrained(model_dir, transformer.config.grid_size, vocabulary)
         return cls(tokenizer, transformer.eval(), encoder, task_head)
 
     @property
@@ -108,14 +108,18 @@ class AnswerPipeline(ImageTextPipeline):
             raise XLXMERTError(
                 f"got {feats.shape[0]} images for {len(questions)} questions; give one, or one each"
             )
-        visual = visual_inputs(self.transformer, feats, ids)
+        device = self.device
+        visual = {k: v.to(device) for k, v in visual_inputs(self.transformer, feats, ids).items()}
+        input_ids, attention_mask = tokens.input_ids.to(device), tokens.attention_mask.to(device)
         if self.head is None:
-            logits = self.transformer(tokens.input_ids, tokens.attention_mask, **visual).qa_logits.float()
+            logits = self.transformer(input_ids, attention_mask, **visual).qa_logits.float().cpu()
             probs = logits.softmax(dim=-1)
         else:
-            logits = TaskModel(self.transformer, self.head)(
-                tokens.input_ids, tokens.attention_mask, next(iter(visual.values()))
-            ).float()
+            logits = (
+                TaskModel(self.transformer, self.head)(input_ids, attention_mask, next(iter(visual.values())))
+                .float()
+                .cpu()
+            )
             probs = logits.sigmoid() if self.head.config.task == "vqa" else logits.softmax(dim=-1)
         values, indices = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
         answers = self.answers

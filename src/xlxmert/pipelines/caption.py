@@ -89,11 +89,16 @@ class CaptionPipeline(ImageTextPipeline):
         if len(prefixes) != batch:
             raise XLXMERTError(f"got {len(prefixes)} prefixes for {batch} images; give one, or one per image")
         prefix_ids = [self._prefix_ids(p) for p in prefixes]
-        visual = visual_inputs(self.transformer, feats, ids)
+        device = self.device
+        visual = {k: v.to(device) for k, v in visual_inputs(self.transformer, feats, ids).items()}
 
         def predict_rows(input_ids: torch.Tensor, attention_mask: torch.Tensor, rows: torch.Tensor):
-            out = self.transformer(input_ids, attention_mask, **{k: v[rows] for k, v in visual.items()})
-            return out.mlm_logits, out.itm_logits.float().log_softmax(dim=-1)[:, 1]
+            # The decoders build the words on the CPU; the model reads them on its device.
+            rows = rows.to(device)
+            out = self.transformer(
+                input_ids.to(device), attention_mask.to(device), **{k: v[rows] for k, v in visual.items()}
+            )
+            return out.mlm_logits.float().cpu(), out.itm_logits.float().log_softmax(dim=-1)[:, 1].cpu()
 
         tokens = self.caption_tokens
         if sampler == "mask-predict":

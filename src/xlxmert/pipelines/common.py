@@ -15,30 +15,33 @@ from xlxmert.errors import XLXMERTError
 from xlxmert.models.families import load_transformer
 from xlxmert.models.grid_embedding import GridEmbeddingModel
 from xlxmert.utils.hub import resolve_model_folder
-from xlxmert.utils.model_folder import component_dir, read_model_index, update_model_index
+from xlxmert.utils.model_folder import load_component, read_model_index, update_model_index
 from xlxmert.visual.grid import GridFeatureExtractor
 from xlxmert.visual.vocabulary import VisualVocabulary
 
 ImageInput = Image.Image | str | Path
 
 
-def load_tokenizer_and_transformer(model_dir: str | Path) -> tuple[TextTokenizer, GridEmbeddingModel]:
-    """The ``tokenizer/`` and ``transformer/`` components of a model folder (transformer in eval mode,
-    of whichever family wrote it).
+def load_core_components(
+    model_dir: str | Path,
+) -> tuple[TextTokenizer, VisualVocabulary, GridEmbeddingModel]:
+    """The ``tokenizer/``, ``vocabulary/`` and ``transformer/`` components of a model folder, each
+    loaded once as the class ``model_index.json`` maps it to, the transformer (eval mode) wired with
+    the vocabulary's centroids.
 
-    Raises :class:`XLXMERTError` when the folder or a component is missing.
+    Raises :class:`XLXMERTError` when the folder, its index or a component is missing or unknown.
     """
     read_model_index(model_dir)  # one clear error for a missing folder or a non-model folder
-    tokenizer = TextTokenizer.from_pretrained(component_dir(model_dir, "tokenizer"))
-    component_dir(model_dir, "transformer")
-    component_dir(model_dir, "vocabulary")  # the transformer's centroids live there
-    transformer = load_transformer(model_dir).eval()
-    return tokenizer, transformer
+    tokenizer = load_component(model_dir, "tokenizer", TextTokenizer)
+    vocabulary = load_component(model_dir, "vocabulary", VisualVocabulary)
+    transformer = load_transformer(model_dir, vocabulary).eval()
+    return tokenizer, vocabulary, transformer
 
 
-def load_vocabulary(model_dir: str | Path) -> VisualVocabulary:
-    """The ``vocabulary/`` component of a model folder."""
-    return VisualVocabulary.from_pretrained(component_dir(model_dir, "vocabulary"))
+def model_device(module: torch.nn.Module) -> torch.device:
+    """Where ``module``'s parameters live (the CPU for a module without any)."""
+    param = next(module.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
 
 
 def tokenize_texts(
@@ -103,6 +106,8 @@ class ImageEncoder:
     X-LXMERT, their nearest visual words in the model's vocabulary.
 
     ``vocabulary.assign(features [..., D]) -> LongTensor[...]`` gives the nearest visual words.
+    The backbone runs where it was moved (:meth:`ImageTextPipeline.to`); the words are assigned
+    on the CPU.
     """
 
     def __init__(self, extractor: GridFeatureExtractor, vocabulary: VisualVocabulary) -> None:
@@ -110,18 +115,25 @@ class ImageEncoder:
         self.vocabulary = vocabulary
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path, grid_size: int) -> ImageEncoder:
-        extractor = GridFeatureExtractor.from_pretrained(
-            component_dir(model_dir, "backbone"), grid_size=grid_size
-        )
-        return cls(extractor, load_vocabulary(model_dir))
+    def from_pretrained(
+        cls, model_dir: str | Path, grid_size: int, vocabulary: VisualVocabulary | None = None
+    ) -> ImageEncoder:
+        """The ``backbone/`` component pooling ``grid_size``² cells, and ``vocabulary`` (default:
+        the folder's ``vocabulary/``), as ``model_index.json`` maps them."""
+        extractor = load_component(model_dir, "backbone", GridFeatureExtractor, grid_size=grid_size)
+        if vocabulary is None:
+            vocabulary = load_component(model_dir, "vocabulary", VisualVocabulary)
+        return cls(extractor, vocabulary)
 
     @torch.no_grad()
     def __call__(self, images: Sequence[ImageInput] | ImageInput) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(features: FloatTensor[B, M, D], ids: LongTensor[B, M])``, cells row-major."""
+        """``(features: FloatTensor[B, M, D], ids: LongTensor[B, M])`` on the CPU, cells row-major."""
         pixels = images_to_tensor(images, self.extractor.image_size)
+        param = next(self.extractor.parameters(), None)
+        if param is not None:
+            pixels = pixels.to(device=param.device, dtype=param.dtype)
         grid = self.extractor(pixels)  # [B, N, N, D]
-        feats = grid.reshape(grid.shape[0], -1, grid.shape[-1]).float()
+        feats = grid.reshape(grid.shape[0], -1, grid.shape[-1]).float().cpu()
         return feats, self.vocabulary.assign(feats).long()
 
     def save_pretrained(self, model_dir: str | Path) -> None:
@@ -138,11 +150,13 @@ def visual_inputs(transformer: GridEmbeddingModel, feats: torch.Tensor, ids: tor
 
 
 class ImageTextPipeline:
-    """Base of the pipelines that read images and text (captioning, question answering).
+    """Base of the pipelines that read images and text (captioning, question answering, NLVR2).
 
     Components: the tokenizer, the transformer and the image encoder (backbone + vocabulary), all
-    from one model folder.
+    from one model folder, and a fine-tuned task ``head`` in the pipelines that use one.
     """
+
+    head: torch.nn.Module | None = None
 
     def __init__(
         self, tokenizer: TextTokenizer, transformer: GridEmbeddingModel, image_encoder: ImageEncoder
@@ -156,15 +170,35 @@ class ImageTextPipeline:
         """Load ``tokenizer/``, ``transformer/``, ``backbone/`` and ``vocabulary/`` of a model folder
         (or of a Hub repository id's snapshot)."""
         model_dir = resolve_model_folder(model_dir)
-        tokenizer, transformer = load_tokenizer_and_transformer(model_dir)
-        return cls(
-            tokenizer, transformer, ImageEncoder.from_pretrained(model_dir, transformer.config.grid_size)
-        )
+        tokenizer, vocabulary, transformer = load_core_components(model_dir)
+        encoder = ImageEncoder.from_pretrained(model_dir, transformer.config.grid_size, vocabulary)
+        return cls(tokenizer, transformer, encoder)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the transformer runs (inputs are built there)."""
+        return model_device(self.transformer)
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None):
+        """Move the transformer, the backbone and the task head (if any) to ``device`` and/or cast
+        them to ``dtype`` (e.g. ``torch.bfloat16``); returns the pipeline. Tokens and visual inputs
+        are built on the transformer's device; outputs come back to the CPU as float32."""
+        for module in (self.transformer, self.image_encoder.extractor, self.head):
+            if module is not None:
+                module.to(device=device, dtype=dtype)
+        return self
 
     def save_pretrained(self, model_dir: str | Path) -> Path:
+        """Write the components into ``model_dir`` and map them in ``model_index.json``."""
         model_dir = Path(model_dir)
         self.tokenizer.save_pretrained(model_dir / "tokenizer")
         self.image_encoder.save_pretrained(model_dir)
-        self.transformer.save_pretrained(model_dir)
-        update_model_index(model_dir)
+        self.transformer.save_pretrained(model_dir / "transformer")
+        components = {
+            "tokenizer": self.tokenizer,
+            "backbone": self.image_encoder.extractor,
+            "vocabulary": self.image_encoder.vocabulary,
+            "transformer": self.transformer,
+        }
+        update_model_index(model_dir, components)
         return model_dir

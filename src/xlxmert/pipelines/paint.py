@@ -27,10 +27,10 @@ from xlxmert.data.tokenizer import TextTokenizer
 from xlxmert.errors import XLXMERTError
 from xlxmert.models.generator import SpadeGenerator
 from xlxmert.models.transformer import XLxmertForPreTraining
-from xlxmert.pipelines.common import load_tokenizer_and_transformer, load_vocabulary, tokenize_texts
+from xlxmert.pipelines.common import load_core_components, tokenize_texts
 from xlxmert.sampling.visual import SamplerConfig, VisualSampler
 from xlxmert.utils.hub import resolve_model_folder
-from xlxmert.utils.model_folder import component_dir, update_model_index
+from xlxmert.utils.model_folder import load_component, update_model_index
 from xlxmert.utils.seeding import item_generators, torch_generator
 from xlxmert.visual.vocabulary import VisualVocabulary
 
@@ -102,21 +102,26 @@ class PaintPipeline:
         """Load a model folder (``tokenizer/``, ``transformer/``, ``vocabulary/``, ``generator/``,
         and ``sampler/`` when it has one), or a Hub repository id's snapshot of one."""
         model_dir = resolve_model_folder(model_dir)
-        tokenizer, transformer = load_tokenizer_and_transformer(model_dir)
-        generator = SpadeGenerator.from_pretrained(component_dir(model_dir, "generator"))
-        folder = Path(model_dir) / "sampler"
-        sampler = SamplerConfig.from_pretrained(folder) if folder.is_dir() else None
-        return cls(tokenizer, transformer, load_vocabulary(model_dir), generator, sampler)
+        tokenizer, vocabulary, transformer = load_core_components(model_dir)
+        generator = load_component(model_dir, "generator", SpadeGenerator)
+        has_sampler = (Path(model_dir) / "sampler").is_dir()
+        sampler = load_component(model_dir, "sampler", SamplerConfig) if has_sampler else None
+        return cls(tokenizer, transformer, vocabulary, generator, sampler)
 
     def save_pretrained(self, model_dir: str | Path) -> Path:
-        """Write the components into ``model_dir`` and update ``model_index.json``."""
+        """Write each component into its folder of ``model_dir`` and map them in
+        ``model_index.json``."""
         model_dir = Path(model_dir)
-        self.sampler.save_pretrained(model_dir / "sampler")
-        self.tokenizer.save_pretrained(model_dir / "tokenizer")
-        self.vocabulary.save_pretrained(model_dir / "vocabulary")
-        self.generator.save_pretrained(model_dir / "generator")
-        self.transformer.save_pretrained(model_dir)
-        update_model_index(model_dir)
+        components = {
+            "sampler": self.sampler,
+            "tokenizer": self.tokenizer,
+            "vocabulary": self.vocabulary,
+            "generator": self.generator,
+            "transformer": self.transformer,
+        }
+        for name, component in components.items():
+            component.save_pretrained(model_dir / name)
+        update_model_index(model_dir, components)
         return model_dir
 
     # -- sampling ---------------------------------------------------------------------------------

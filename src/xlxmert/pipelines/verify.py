@@ -22,7 +22,8 @@ from xlxmert.models.heads import TaskHead, TaskModel, load_task_head
 from xlxmert.pipelines.common import (
     ImageEncoder,
     ImageInput,
-    load_tokenizer_and_transformer,
+    ImageTextPipeline,
+    load_core_components,
     tokenize_texts,
     visual_inputs,
 )
@@ -37,7 +38,7 @@ class VerifyOutput:
     probabilities: list[float]
 
 
-class NLVR2Pipeline:
+class NLVR2Pipeline(ImageTextPipeline):
     """Statement verification over image pairs with the NLVR2 head (LXMERT's NLVR2 recipe: the
     statement is encoded with each image, the two pooled outputs are joined and classified)."""
 
@@ -50,18 +51,18 @@ class NLVR2Pipeline:
     ) -> None:
         if head.config.task != "nlvr2":
             raise XLXMERTError(f"NLVR2Pipeline needs an nlvr2 head, got a {head.config.task} head")
-        self.tokenizer = tokenizer
-        self.model = TaskModel(transformer, head).eval()
-        self.image_encoder = image_encoder
+        super().__init__(tokenizer, transformer, image_encoder)
+        self.head = head.eval()
+        self.model = TaskModel(self.transformer, self.head).eval()
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path) -> NLVR2Pipeline:
         """Load ``tokenizer/``, ``transformer/`` (with ``heads/nlvr2/``'s fine-tuned weights),
         ``backbone/`` and ``vocabulary/`` of a model folder (or of a Hub repository id's snapshot)."""
         model_dir = resolve_model_folder(model_dir)
-        tokenizer, transformer = load_tokenizer_and_transformer(model_dir)
+        tokenizer, vocabulary, transformer = load_core_components(model_dir)
         head = load_task_head(model_dir, "nlvr2", transformer)
-        encoder = ImageEncoder.from_pretrained(model_dir, transformer.config.grid_size)
+        encoder = ImageEncoder.from_pretrained(model_dir, transformer.config.grid_size, vocabulary)
         return cls(tokenizer, transformer.eval(), head, encoder)
 
     @torch.no_grad()
@@ -86,6 +87,8 @@ class NLVR2Pipeline:
         for images in (left_images, right_images):
             feats, ids = self.image_encoder(list(images))
             pairs.append(next(iter(visual_inputs(transformer, feats, ids).values())))
-        visual = torch.stack(pairs, dim=1)  # [B, 2, M] ids or [B, 2, M, D] features
-        probs = self.model(tokens.input_ids, tokens.attention_mask, visual).float().softmax(-1)[:, 1]
+        device = self.device
+        visual = torch.stack(pairs, dim=1).to(device)  # [B, 2, M] ids or [B, 2, M, D] features
+        logits = self.model(tokens.input_ids.to(device), tokens.attention_mask.to(device), visual)
+        probs = logits.float().cpu().softmax(-1)[:, 1]
         return VerifyOutput(labels=[bool(p > 0.5) for p in probs], probabilities=[float(p) for p in probs])

@@ -242,7 +242,7 @@ def train_model(
     if model_cfg.visual_target == "regression":  # a regression head has no distribution to sample
         sampler = dataclasses.replace(sampler, temperature=0.0, anneal=False)
     sampler.save_pretrained(folder / "sampler")
-    update_model_index(folder, study_row=spec.key)
+    update_model_index(folder, {"sampler": sampler}, study_row=spec.key)
     _write_json(record_path, {"settings": settings, "seconds": round(time.perf_counter() - start, 1)})
     return folder
 

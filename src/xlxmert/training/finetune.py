@@ -43,7 +43,6 @@ from xlxmert.models.heads import (
     init_from_qa_head,
     save_task_head,
 )
-from xlxmert.models.transformer import load_centroids
 from xlxmert.training.finetune_data import (
     TaskSplit,
     answer_vocabulary,
@@ -228,12 +227,12 @@ def finetune(
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
-    from xlxmert.pipelines.common import ImageEncoder, load_tokenizer_and_transformer
+    from xlxmert.pipelines.common import ImageEncoder, load_core_components
 
     cfg = config
     model_dir, out = Path(model_dir), Path(out)
     component_dir(model_dir, "transformer")  # one clear error for a folder without one
-    tokenizer, pretrained = load_tokenizer_and_transformer(model_dir)
+    tokenizer, vocabulary, pretrained = load_core_components(model_dir)
     tcfg = pretrained.config
     features = tcfg.exact_features  # LXMERT+Grid (or UNITER+Grid) reads exact grid features
     train = load_task_split(data_root, cfg.task, cfg.train_split).head(cfg.max_train)
@@ -241,7 +240,7 @@ def finetune(
     test = load_task_split(data_root, cfg.task, cfg.test_split).head(cfg.max_eval) if cfg.test_split else None
     vocab = None if cfg.task == "nlvr2" else answer_vocabulary(train, cfg.answer_min_count, answers_file)
 
-    encoder = ImageEncoder.from_pretrained(model_dir, tcfg.grid_size)
+    encoder = ImageEncoder.from_pretrained(model_dir, tcfg.grid_size, vocabulary)
     enc = {
         name: _encode(split, tokenizer, encoder, features, vocab, tcfg.max_text_length, progress)
         for name, split in (("train", train), ("val", val), ("test", test))
@@ -250,7 +249,7 @@ def finetune(
 
     torch.manual_seed(cfg.seed)  # initialisation of the head (and of the transformer from scratch)
     if cfg.from_scratch:
-        transformer = build_transformer(tcfg, load_centroids(component_dir(model_dir, "vocabulary")))
+        transformer = build_transformer(tcfg, vocabulary.centroids)
     else:
         transformer = pretrained
     head = build_head(

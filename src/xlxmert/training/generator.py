@@ -22,7 +22,7 @@ regenerate-then-rescore schedule of SPADE's trainer, which runs D on fakes twice
 Run folder ``out/``::
 
     generator/            config.json + model.safetensors (+ report.json) — the component
-    model_index.json      updated by update_model_index(out)
+    model_index.json      maps generator to its class (update_model_index)
     checkpoints/          step_XXXXXXX/: G and D weights, optimisers, step (utils.checkpoint; resume)
     samples/step_XXXXXX.png   original | reconstruction, from ground-truth ids
 """
@@ -40,7 +40,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -58,6 +57,7 @@ from xlxmert.utils.checkpoint import CHECKPOINT_DIR, load_latest_checkpoint, sav
 from xlxmert.utils.config import config_to_dict
 from xlxmert.utils.model_folder import update_model_index
 from xlxmert.utils.seeding import derive_seed, torch_generator
+from xlxmert.visual.vocabulary import VisualVocabulary
 
 # ---------------------------------------------------------------------------------------------
 # Losses
@@ -162,17 +162,6 @@ def _image_files(split_dir: Path, split: str) -> dict[int, str]:
         f"no captions_{split}.json or scenes_{split}.json in {split_dir}; generate the split with "
         "`xlxmert data shapes` or point --data at a COCO-format data root"
     )
-
-
-def load_centroids(vocab_dir: str | Path) -> torch.Tensor:
-    """``centroids: FloatTensor[K, D]`` from ``vocab_dir/centroids.safetensors``."""
-    path = Path(vocab_dir) / "centroids.safetensors"
-    if not path.is_file():
-        raise XLXMERTError(f"no centroids.safetensors in {vocab_dir}; build it with `xlxmert vocab build`")
-    tensors = load_file(str(path))
-    if "centroids" not in tensors or tensors["centroids"].dim() != 2:
-        raise XLXMERTError(f"{path} lacks a 2-d 'centroids' tensor; rebuild the vocabulary")
-    return tensors["centroids"].float()
 
 
 def load_ground_truth_ids(vocab_dir: str | Path, split: str) -> tuple[np.ndarray, list[int]]:
@@ -429,7 +418,7 @@ def train_generator(
 
     config = config or GeneratorTrainConfig()
     out = Path(out)
-    centroids = load_centroids(vocab_dir)
+    centroids = VisualVocabulary.from_pretrained(vocab_dir).centroids
     data = GroundTruthGrids(data_root, config.split, vocab_dir, config.output_size)
     num_clusters, dim = centroids.shape
     if int(data.ids.max()) >= num_clusters:
@@ -543,7 +532,7 @@ def train_generator(
     if not main:
         return GeneratorTrainResult(step, history, float("nan"), quality, gen_dir)
     raw_g.save_pretrained(gen_dir)
-    update_model_index(out)
+    update_model_index(out, {"generator": raw_g})
     if eval_data is not data:
         quality = reconstruction_quality(
             raw_g,
@@ -588,7 +577,6 @@ __all__ = [
     "feature_matching_loss",
     "hinge_discriminator_loss",
     "hinge_generator_loss",
-    "load_centroids",
     "load_perceptual_network",
     "reconstruct",
     "reconstruction_quality",

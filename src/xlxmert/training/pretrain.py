@@ -35,7 +35,6 @@ from xlxmert.models.transformer import (
     XLxmertConfig,
     XLxmertForPreTraining,
     grid_size_of,
-    load_centroids,
 )
 from xlxmert.training.pretrain_batches import (
     Batch,
@@ -52,6 +51,7 @@ from xlxmert.utils.config import PresetConfig, config_to_dict, load_config, same
 from xlxmert.utils.model_folder import copy_component, update_model_index
 from xlxmert.utils.seeding import derive_seed as _seed_of
 from xlxmert.utils.weights import load_weights
+from xlxmert.visual.vocabulary import VisualVocabulary
 
 __all__ = [
     "Batch",
@@ -276,9 +276,9 @@ def _write_model_folder(
     if (vocab_dir / "backbone").is_dir():
         copy_component(vocab_dir / "backbone", out, "backbone")
     tokenizer.save_pretrained(out / "tokenizer")
-    model.save_pretrained(out)
+    model.save_pretrained(out / "transformer")
     save_config(config, out, name="pretrain_config.json")
-    update_model_index(out, variant=model.config.variant)
+    update_model_index(out, {"transformer": model, "tokenizer": tokenizer}, variant=model.config.variant)
 
 
 def pretrain(
@@ -336,7 +336,7 @@ def pretrain(
     if pc.qa and annotations.is_file():
         answers = AnswerVocabulary.build(annotations, min_count=pc.answer_min_count)
     data = load_pretrain_data(data_root, vocab_dir, pc.split, answers, features_dir)
-    centroids = load_centroids(vocab_dir)
+    centroids = VisualVocabulary.from_pretrained(vocab_dir).centroids
     cfg = dataclasses.replace(
         transformer_config,
         vocab_size=tokenizer.vocab_size,

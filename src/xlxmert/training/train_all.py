@@ -362,7 +362,7 @@ def _assemble(work: Path, out: Path, cfg: TrainAllConfig) -> None:
     shutil.rmtree(out / "vocabulary" / "ids", ignore_errors=True)
     shutil.rmtree(out / "vocabulary" / "backbone", ignore_errors=True)
     cfg.sampler.save_pretrained(out / "sampler")
-    update_model_index(out)
+    update_model_index(out, {"sampler": cfg.sampler})
 
 
 def _eval_suite(work: Path, cfg: TrainAllConfig, progress: bool) -> dict[str, Any]:

@@ -27,9 +27,8 @@ import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import faiss
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
@@ -39,6 +38,9 @@ from xlxmert.errors import XLXMERTError
 from xlxmert.utils.config import PresetConfig, load_config, save_config
 from xlxmert.utils.seeding import numpy_rng
 from xlxmert.visual.store import BACKBONE_DIR, FeatureStore
+
+if TYPE_CHECKING:
+    import faiss
 
 CENTROIDS_NAME = "centroids.safetensors"
 REPORT_NAME = "report.json"
@@ -113,6 +115,8 @@ def _sample_rows(source: np.ndarray | FeatureStore, size: int, rng: np.random.Ge
 
 def _balanced_sample(pool: np.ndarray, size: int, seed: int, rng: np.random.Generator) -> np.ndarray:
     """Up to ``size`` rows of ``pool`` spread evenly over a coarse k-means partition (water-filling)."""
+    import faiss  # here, not at import: loading a model folder's vocabulary needs no faiss
+
     coarse_k = max(2, min(64, int(math.sqrt(len(pool) / 20))))
     km = faiss.Kmeans(
         pool.shape[1],
@@ -186,6 +190,8 @@ class VisualVocabulary:
             sample = _sample_rows(features, sample_size, rng)
         if len(sample) < k:
             raise XLXMERTError(f"k-means needs at least K = {k} vectors; the sample has {len(sample)}")
+        import faiss
+
         d = sample.shape[1]
         # max_points_per_centroid: faiss would silently subsample to 256·K; the sample size is ours.
         km = faiss.Kmeans(
@@ -213,6 +219,8 @@ class VisualVocabulary:
         return cls(torch.from_numpy(km.centroids.copy()), config)
 
     def _faiss_index(self) -> faiss.IndexFlatL2:
+        import faiss
+
         if self._index is None:
             self._index = faiss.IndexFlatL2(self.dim)
             self._index.add(self.centroids.numpy())
@@ -300,14 +308,19 @@ class VisualVocabulary:
 
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> VisualVocabulary:
+        """Load a vocabulary folder (``config.json`` + ``centroids.safetensors``): the one way to
+        read centroids (a transformer gets its model's through here)."""
         folder = Path(folder)
-        config = load_config(VocabularyConfig, folder)
         path = folder / CENTROIDS_NAME
         if not path.is_file():
             raise XLXMERTError(
                 f"no {CENTROIDS_NAME} in {folder}: build the vocabulary with `xlxmert vocab build`"
             )
-        return cls(load_file(str(path))["centroids"], config)
+        config = load_config(VocabularyConfig, folder)
+        tensors = load_file(str(path))
+        if "centroids" not in tensors:
+            raise XLXMERTError(f"{path} has no 'centroids' tensor (keys: {sorted(tensors)})")
+        return cls(tensors["centroids"], config)
 
 
 def copy_store_backbone(store: FeatureStore, vocab_dir: str | Path) -> None:
