@@ -116,3 +116,113 @@ def test_paint_on_the_cpu_device_is_the_default(tmp_path, capsys):
     assert main(["paint", "a red circle", "--model", model, "-o", str(a)]) == 0
     assert main(["paint", "a red circle", "--model", model, "-o", str(b), "--device", "cpu"]) == 0
     assert a.read_bytes() == b.read_bytes()
+
+
+# -- the image-text pipelines: .to(device, dtype), --device -----------------------------------------
+def scene_images():
+    from PIL import Image
+
+    return [Image.new("RGB", (16, 16), (200, 30, 30)), Image.new("RGB", (16, 16), (30, 30, 200))]
+
+
+def test_image_text_pipelines_move_and_cast_their_modules(tmp_path):
+    from xlxmert.models.heads import build_head, save_task_head
+    from xlxmert.pipelines import AnswerPipeline, CaptionPipeline, NLVR2Pipeline
+
+    folder = build_tiny_model(tmp_path / "m")
+    captioner = CaptionPipeline.from_pretrained(folder)
+    before = captioner(scene_images(), prefix="a", seed=0)
+    assert captioner.to("cpu", torch.float32) is captioner and captioner.device == torch.device("cpu")
+    after = captioner(scene_images(), prefix="a", seed=0)
+    assert after.captions == before.captions and after.scores == before.scores
+    captioner.to(dtype=torch.bfloat16)
+    assert next(captioner.transformer.parameters()).dtype == torch.bfloat16
+    assert next(captioner.image_encoder.extractor.parameters()).dtype == torch.bfloat16
+    half = captioner(scene_images(), prefix="a", seed=0)
+    assert len(half.captions) == 2 and all(c.startswith("a") for c in half.captions)
+
+    answerer = AnswerPipeline.from_pretrained(folder)
+    full = answerer(scene_images(), ["what color is it", "what shape is it"])
+    answerer.to(dtype=torch.bfloat16)
+    bf16 = answerer(scene_images(), ["what color is it", "what shape is it"])
+    assert torch.allclose(torch.tensor(bf16.probabilities), torch.tensor(full.probabilities), atol=0.05)
+
+    transformer = answerer.transformer.float()
+    torch.manual_seed(0)
+    save_task_head(folder, build_head("nlvr2", transformer.config.hidden_size), transformer)
+    judge = NLVR2Pipeline.from_pretrained(folder)
+    left, right = scene_images()
+    full = judge([left], [right], ["the left image is red"])
+    assert judge.to(dtype=torch.bfloat16) is judge
+    assert next(judge.head.parameters()).dtype == torch.bfloat16
+    assert next(judge.model.transformer.parameters()).dtype == torch.bfloat16
+    assert judge([left], [right], ["the left image is red"]).probabilities[0] == pytest.approx(
+        full.probabilities[0], abs=0.05
+    )
+
+
+def test_device_on_caption_and_answer_reaches_the_pipeline(tmp_path, capsys, monkeypatch):
+    from xlxmert.cli import main
+    from xlxmert.pipelines.common import ImageTextPipeline
+
+    model = str(build_tiny_model(tmp_path / "m"))
+    image = tmp_path / "red.png"
+    scene_images()[0].save(image)
+    assert main(["caption", str(image), "--model", model]) == 0
+    default = capsys.readouterr().out
+    moved = []
+    original = ImageTextPipeline.to
+
+    def recording_to(self, device=None, dtype=None):
+        moved.append((type(self).__name__, device))
+        return original(self, device, dtype)
+
+    monkeypatch.setattr(ImageTextPipeline, "to", recording_to)
+    assert main(["caption", str(image), "--model", model, "--device", "cpu"]) == 0
+    assert capsys.readouterr().out == default
+    assert main(["answer", str(image), "what color is it", "--model", model, "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.strip()
+    cpu = torch.device("cpu")
+    assert moved == [("CaptionPipeline", cpu), ("AnswerPipeline", cpu)]
+    # evaluate hands the device to the evaluation's config (its pipelines are moved there).
+    import xlxmert.evaluation.report as report
+
+    seen = []
+
+    def fake_evaluate(models, data, evaluation_dir, out, config, progress):
+        seen.append(config.device)
+        out.mkdir(parents=True)
+        (out / "table.md").write_text("table\n")
+
+    monkeypatch.setattr(report, "evaluate", fake_evaluate)
+    args = ["evaluate", "--model", model, "--data", str(tmp_path), "--out", str(tmp_path / "ev")]
+    assert main([*args, "--device", "cpu"]) == 0 and seen == ["cpu"]
+
+
+@pytest.mark.parametrize("command", ["caption", "answer", "evaluate"])
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [
+        ("cuda", "no CUDA GPU is available here"),
+        ("nonsense", "is not a device"),
+        ("meta", "only cpu and cuda"),
+    ],
+)
+def test_a_bad_device_is_a_one_line_error(tmp_path, capsys, command, device, message):
+    from xlxmert.cli import main
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    image = tmp_path / "red.png"
+    scene_images()[0].save(image)
+    args = {
+        "caption": ["caption", str(image)],
+        "answer": ["answer", str(image), "what color is it"],
+        "evaluate": ["evaluate", "--data", str(tmp_path / "no-data"), "--out", str(tmp_path / "out")],
+    }[command]
+    code = main([*args, "--model", str(tmp_path / "no-model"), "--device", device])
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    # The device is checked before the model loads (the model folder given does not exist).
+    assert code == 1 and message in err and "\n" not in err and not captured.out
+    assert not (tmp_path / "out").exists()

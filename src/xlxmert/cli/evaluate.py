@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from xlxmert.cli.options import add_quiet
+from xlxmert.cli.paint import _device
 
 SAMPLER_NAMES = ("mask-predict", "tl-br", "random", "easy-first")
 
@@ -77,6 +78,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         seed=args.seed[0],
         batch_size=args.batch_size,
         feature_network=args.feature_network,
+        device=str(_device(args.device)),
     )
     out, progress = Path(args.out), not args.quiet
     if len(args.seed) > 1:
@@ -165,6 +167,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "seed in OUT/seed-S/ and their mean in OUT/ (how the quality bar is read)",
     )
     ev.add_argument("--batch-size", type=_positive, default=16)
+    ev.add_argument("--device", default="cpu", help="where the models run: cpu (default), cuda or cuda:N")
     ev.add_argument("--out", required=True, help="output folder (results.json, table.md, figure.png, caches)")
     ev.add_argument(
         "--feature-network",

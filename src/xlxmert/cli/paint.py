@@ -123,7 +123,8 @@ def _paint(args: argparse.Namespace) -> int:
 def _caption(args: argparse.Namespace) -> int:
     from xlxmert.pipelines.caption import CaptionPipeline
 
-    pipe = CaptionPipeline.from_pretrained(_model_dir(args))
+    device = _device(args.device)
+    pipe = CaptionPipeline.from_pretrained(_model_dir(args)).to(device)
     out = _with_warnings(
         lambda: pipe(
             args.images,
@@ -147,7 +148,8 @@ def _caption(args: argparse.Namespace) -> int:
 def _answer(args: argparse.Namespace) -> int:
     from xlxmert.pipelines.answer import AnswerPipeline
 
-    pipe = AnswerPipeline.from_pretrained(_model_dir(args), head=args.head)
+    device = _device(args.device)
+    pipe = AnswerPipeline.from_pretrained(_model_dir(args), head=args.head).to(device)
     out = _with_warnings(lambda: pipe([args.image], [args.question], top_k=args.top_k))
     for answer, prob in out.top[0]:
         print(f"{answer}\t{prob:.3f}")
@@ -203,6 +205,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     c = subparsers.add_parser("caption", help="caption images with the MLM head")
     c.add_argument("images", nargs="+", help="image files")
+    c.add_argument("--device", default="cpu", help="where the models run: cpu (default), cuda or cuda:N")
     c.add_argument("--prefix", default="", help="words the caption must start with, e.g. 'a'")
     c.add_argument(
         "--sampler",
@@ -235,6 +238,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     a.add_argument("image", help="image file")
     a.add_argument("question", help="the question, in quotes")
+    a.add_argument("--device", default="cpu", help="where the models run: cpu (default), cuda or cuda:N")
     a.add_argument("--top-k", type=int, default=1, help="print the k most probable answers")
     a.add_argument(
         "--head",

@@ -116,6 +116,7 @@ class EvaluationConfig:
     figure_rows: int = 6
     # A user-supplied feature network (.pt2, e.g. Inception-v3 with the FID weights): adds "FID-ext".
     feature_network: str | None = None
+    device: str = "cpu"  # where the models paint, caption and answer (the graders stay on the CPU)
 
 
 # ---------------------------------------------------------------------- scoring one set of images
@@ -265,13 +266,13 @@ def _reconstruct(
     return images
 
 
-def _qa_answer_fn(model_dir: Path, task: str):
+def _qa_answer_fn(model_dir: Path, task: str, device: str = "cpu"):
     """The task's fine-tuned head when the folder has one, else its default answerer."""
     from xlxmert.models.heads import available_heads
     from xlxmert.pipelines import AnswerPipeline
 
     head = task if task in available_heads(model_dir) else None
-    pipe = AnswerPipeline.from_pretrained(model_dir, head=head)
+    pipe = AnswerPipeline.from_pretrained(model_dir, head=head).to(device)
     return lambda images, questions: pipe(images, questions).answers
 
 
@@ -289,7 +290,7 @@ def _task_scores(
         if task not in metrics:
             continue
         try:
-            answer = _qa_answer_fn(model_dir, task)
+            answer = _qa_answer_fn(model_dir, task, config.device)
         except XLXMERTError as exc:
             scores["qa_note"] = str(exc)
             continue
@@ -297,7 +298,7 @@ def _task_scores(
     if any(t in metrics for t in ("vqa", "gqa", "nlvr2")):
         scores.update(understanding_baselines(data_root, config.split, config.n))
     if "nlvr2" in metrics:
-        judge = _nlvr2_judge_fn(model_dir)
+        judge = _nlvr2_judge_fn(model_dir, config.device)
         if judge is None:
             scores["nlvr2_note"] = "no NLVR2 head in this model folder (fine-tune it first)"
         else:
@@ -308,7 +309,7 @@ def _task_scores(
         from xlxmert.evaluation.captions import caption_metrics
         from xlxmert.pipelines import CaptionPipeline
 
-        pipe = CaptionPipeline.from_pretrained(model_dir)
+        pipe = CaptionPipeline.from_pretrained(model_dir).to(config.device)
         captions: list[str] = []
         for s in tqdm(range(0, len(examples), config.batch_size), desc="caption", disable=not progress):
             chunk = examples[s : s + config.batch_size]
@@ -320,14 +321,14 @@ def _task_scores(
     return scores
 
 
-def _nlvr2_judge_fn(model_dir: Path):
+def _nlvr2_judge_fn(model_dir: Path, device: str = "cpu"):
     """A fine-tuned NLVR2 judge when the model folder has one; None until fine-tuning exists."""
     try:
         from xlxmert.pipelines import NLVR2Pipeline  # type: ignore[attr-defined]
     except (ImportError, AttributeError):
         return None
     try:
-        pipe = NLVR2Pipeline.from_pretrained(model_dir)
+        pipe = NLVR2Pipeline.from_pretrained(model_dir).to(device)
     except XLXMERTError:
         return None
     return lambda left, right, sentences: pipe(left, right, sentences).labels
@@ -429,7 +430,7 @@ def evaluate(
             if "pipe" not in state:
                 from xlxmert.pipelines import PaintPipeline
 
-                state["pipe"] = PaintPipeline.from_pretrained(model_dir)
+                state["pipe"] = PaintPipeline.from_pretrained(model_dir).to(config.device)
             return state["pipe"]
 
         generated = _cached_images(

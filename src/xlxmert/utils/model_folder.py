@@ -26,7 +26,7 @@ the pipeline that reads the whole folder.
 Folders written before the ``[library, class]`` map (``"components": {"transformer":
 "transformer"}``, the transformer's class in ``"transformer_class"``) are read as the default
 classes below (:data:`DEFAULT_CLASSES`, the recorded transformer class) and rewritten in this
-format by the next :func:`update_model_index`.
+format by the next :func:`update_model_index`; so is a component subfolder the index does not list.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def read_model_index(folder: str | Path) -> dict[str, Any]:
         raise XLXMERTError(f"{path} is not a model index (no components map); write it with xlxmert")
     transformer_class = index.pop("transformer_class", DEFAULT_CLASSES["transformer"])
     for name, spec in components.items():
-        if isinstance(spec, str):  # the previous format: {"name": "name"}
+        if spec == name:  # the previous format: {"name": "name"}
             default = transformer_class if name == "transformer" else DEFAULT_CLASSES.get(name)
             spec = [LIBRARY, default] if default else spec
         if not (isinstance(spec, list) and len(spec) == 2 and all(isinstance(s, str) for s in spec)):
@@ -134,15 +134,20 @@ def component_dir(folder: str | Path, name: str) -> Path:
 
 
 def component_class(folder: str | Path, name: str) -> type:
-    """The class ``model_index.json`` maps component ``name`` to, imported."""
+    """The class ``model_index.json`` maps component ``name`` to, imported (a component folder
+    the index does not list yet, e.g. a ``sampler/`` saved into the folder by hand, is read as its
+    default class, as :func:`update_model_index` would record it)."""
     index = read_model_index(folder)
     path = Path(folder) / INDEX_NAME
-    if name not in index["components"]:
+    spec = index["components"].get(name)
+    if spec is None and name in DEFAULT_CLASSES and (Path(folder) / name).is_dir():
+        spec = [LIBRARY, DEFAULT_CLASSES[name]]
+    if spec is None:
         raise XLXMERTError(
             f"{path} maps no {name} component; add it to the folder with xlxmert (a training stage "
             "or a pipeline's save_pretrained)"
         )
-    library, class_name = index["components"][name]
+    library, class_name = spec
     try:
         module = importlib.import_module(library)
     except ImportError as exc:
