@@ -53,6 +53,9 @@ def table(tmp_path_factory):
     class OraclePainter:
         """Paints a caption as the original image it was chosen for; the empty caption as grey."""
 
+        def to(self, device=None, dtype=None):
+            return self
+
         def __call__(self, captions, sampler=None, seed=0, guidance_scale=1.0, allow_empty=False):
             grey = Image.new("RGB", (64, 64), (120, 120, 120))
             return type("Out", (), {"images": [painting.get(c, grey) for c in captions]})()
