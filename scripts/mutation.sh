@@ -9,7 +9,7 @@
 # resumes (FRESH=1 starts over). MUTANT_GLOB limits the run to some functions, e.g. the metric
 # functions:
 #
-#   scripts/mutation.sh /tmp/mut-metrics 'xlxmert.evaluation.tasks.*' 'xlxmert.evaluation.semantic.*'
+#   scripts/mutation.sh /tmp/mut-metrics 'xlxmert.evaluation.metrics.tasks.*' 'xlxmert.evaluation.metrics.semantic.*'
 #
 # Bounded for a shared CPU: one torch thread, CHILDREN parallel mutants (default 2), LIMIT seconds
 # in all (default 3600). PYTEST_EXTRA adds pytest arguments (e.g. a --deselect). Writes mutmut's
@@ -57,7 +57,7 @@ import ast
 import sys
 from pathlib import Path
 
-for path in sorted(Path(sys.argv[1]).glob("[eps]*/*.py")):
+for path in sorted(Path(sys.argv[1]).glob("[eps]*/**/*.py")):
     lines = path.read_text().splitlines(keepends=True)
     nodes = [
         n

@@ -13,7 +13,7 @@ from xlxmert.data.shapes.scene import sample_scene
 from xlxmert.data.shapes.world import COLORS, PLACES, SHAPES
 from xlxmert.data.tokenizer import TextTokenizer
 from xlxmert.errors import XLXMERTError
-from xlxmert.evaluation.captions import (
+from xlxmert.evaluation.metrics.captions import (
     bleu_cider,
     caption_metrics,
     grammar_family,
@@ -23,8 +23,8 @@ from xlxmert.evaluation.captions import (
     names_objects,
     other_image_references,
 )
+from xlxmert.evaluation.metrics.tasks import caption_correctness
 from xlxmert.evaluation.split import load_examples
-from xlxmert.evaluation.tasks import caption_correctness
 from xlxmert.models.masking import uniform_text_mask
 from xlxmert.models.transformer import XLxmertConfig, XLxmertForPreTraining
 from xlxmert.sampling.caption import (

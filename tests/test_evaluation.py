@@ -12,7 +12,7 @@ from torch import nn
 from xlxmert.cli import main
 from xlxmert.data.shapes.facts import check_caption
 from xlxmert.errors import XLXMERTError
-from xlxmert.evaluation.evaluator import (
+from xlxmert.evaluation.graders.evaluator import (
     EvaluatorClassLogits,
     EvaluatorConfig,
     EvaluatorTrainingConfig,
@@ -20,34 +20,27 @@ from xlxmert.evaluation.evaluator import (
     evaluator_accuracy,
     scene_targets,
 )
-from xlxmert.evaluation.fidelity import frechet_distance, inception_score, load_feature_network
-from xlxmert.evaluation.matcher_training import MatcherTrainingConfig
-from xlxmert.evaluation.report import (
-    EvaluationConfig,
-    EvaluationSuite,
-    choose_captions,
-    evaluate,
-    parse_metrics,
-    train_suite,
-)
-from xlxmert.evaluation.rprecision import (
-    CATEGORIES,
-    ImageTextMatcher,
-    MatcherConfig,
-    category_slots,
-    fill_slot,
-    hard_negatives,
-    r_precision,
-    tokenize,
-)
-from xlxmert.evaluation.semantic import fact_scores, semantic_accuracy
-from xlxmert.evaluation.split import images_uint8, load_example_images, load_examples, to_float
-from xlxmert.evaluation.tasks import (
+from xlxmert.evaluation.graders.matcher import ImageTextMatcher, MatcherConfig
+from xlxmert.evaluation.graders.matcher_training import MatcherTrainingConfig
+from xlxmert.evaluation.graders.suite import EvaluationSuite, train_suite
+from xlxmert.evaluation.metrics.fidelity import frechet_distance, inception_score, load_feature_network
+from xlxmert.evaluation.metrics.rprecision import r_precision
+from xlxmert.evaluation.metrics.semantic import fact_scores, semantic_accuracy
+from xlxmert.evaluation.metrics.tasks import (
     caption_correctness,
     gqa_accuracy,
     nlvr2_accuracy,
     vqa_accuracy,
     vqa_score,
+)
+from xlxmert.evaluation.negatives import CATEGORIES, category_slots, fill_slot, hard_negatives, tokenize
+from xlxmert.evaluation.report import EvaluationConfig, evaluate, parse_metrics
+from xlxmert.evaluation.split import (
+    choose_captions,
+    images_uint8,
+    load_example_images,
+    load_examples,
+    to_float,
 )
 
 TINY_EVALUATOR = EvaluatorConfig(widths=(16, 24, 32, 48), image_size=32)  # reads 64-px images at 32 px
@@ -415,7 +408,8 @@ def test_relative_table_divides_by_the_original_row():
 
 
 def test_average_results_means_scores_and_ratios_over_seeds():
-    from xlxmert.evaluation.report import average_results, markdown_report
+    from xlxmert.evaluation.render import markdown_report
+    from xlxmert.evaluation.report import average_results
 
     def result(seed, shape, painted_shape, hard):
         keys = {"semantic_color": 0.5, "semantic_number": None, "semantic_position": 0.5}

@@ -15,7 +15,7 @@ from xlxmert.cli import main
 from xlxmert.data.shapes.generate import generate_split
 from xlxmert.data.tokenizer import TextTokenizer
 from xlxmert.errors import XLXMERTError
-from xlxmert.evaluation.tasks import official_normalize, score_nlvr2, score_vqa, vqa_accuracy
+from xlxmert.evaluation.metrics.tasks import official_normalize, score_nlvr2, score_vqa, vqa_accuracy
 from xlxmert.models.heads import (
     NLVR2Head,
     TaskModel,
@@ -205,7 +205,8 @@ def test_cli_finetune_then_answer_and_verify_use_the_heads(data, model_dir, tmp_
     label, prob = capsys.readouterr().out.split()
     assert label in ("True", "False") and 0.0 <= float(prob) <= 1.0
     # xlxmert evaluate's understanding columns come from the heads, the baselines beside them
-    from xlxmert.evaluation.report import EvaluationConfig, _task_scores, markdown_report
+    from xlxmert.evaluation.render import markdown_report
+    from xlxmert.evaluation.report import EvaluationConfig, _task_scores
 
     scores = _task_scores(out, data, [], ("vqa", "nlvr2"), EvaluationConfig(split="val", n=8), False)
     assert 0.0 <= scores["vqa"] <= 1.0 and 0.0 <= scores["nlvr2"] <= 1.0

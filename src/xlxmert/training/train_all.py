@@ -370,7 +370,7 @@ def _assemble(work: Path, out: Path, cfg: TrainAllConfig) -> None:
 
 
 def _eval_suite(work: Path, cfg: TrainAllConfig, progress: bool) -> dict[str, Any]:
-    from xlxmert.evaluation.report import train_suite
+    from xlxmert.evaluation.graders.suite import train_suite
 
     return train_suite(
         work / "data",
