@@ -84,7 +84,7 @@ EOF
         printf '    %s\n' -p no:cacheprovider -W ignore ${PYTEST_EXTRA:-}
         printf 'pytest_add_cli_args_test_selection=\n'
         printf '    tests/%s\n' test_metrics_oracle.py test_metrics_edges.py test_evaluation_controls.py \
-            test_wiring.py test_sampling.py test_pipelines.py test_pipelines_tiny.py test_cli_paint.py
+            test_wiring.py test_sampling.py test_pipelines.py test_cli_paint.py
     } > "$WORK/setup.cfg"
 fi
 cd "$WORK"

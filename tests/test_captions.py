@@ -268,7 +268,7 @@ def test_names_objects_needs_each_object_with_its_colour(tiny_shapes):
 # --- pipeline and CLI --------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from test_pipelines_tiny import build_tiny_model
+    from conftest import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny_caption_model"))
 

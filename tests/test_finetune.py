@@ -10,10 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from test_pipelines_tiny import ANSWERS, build_tiny_model
+from conftest import ANSWERS, build_tiny_model, retokenize
 from xlxmert.cli import main
 from xlxmert.data.shapes.generate import generate_split
-from xlxmert.data.tokenizer import TextTokenizer
 from xlxmert.errors import XLXMERTError
 from xlxmert.evaluation.metrics.tasks import official_normalize, score_nlvr2, score_vqa, vqa_accuracy
 from xlxmert.models.heads import (
@@ -26,7 +25,6 @@ from xlxmert.models.heads import (
 from xlxmert.models.transformer import XLxmertForPreTraining
 from xlxmert.training.finetune import FinetuneConfig, finetune
 from xlxmert.training.finetune_data import load_task_split
-from xlxmert.utils.config import load_config, save_config
 from xlxmert.utils.model_folder import read_model_index
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -41,28 +39,12 @@ def data(tmp_path_factory):
     return root
 
 
-def _retokenize(folder: Path, texts: list[str]) -> Path:
-    """The tiny model with a tokenizer that knows the data's words (transformer rebuilt to fit)."""
-    from xlxmert.models.transformer import XLxmertConfig, load_centroids
-
-    tokenizer = TextTokenizer.train(texts, vocab_size=150)
-    tokenizer.save_pretrained(folder / "tokenizer")
-    config = load_config(XLxmertConfig, folder / "transformer")
-    config = type(config)(**{**config.__dict__, "vocab_size": tokenizer.vocab_size})
-    torch.manual_seed(0)
-    model = XLxmertForPreTraining(config, load_centroids(folder / "vocabulary"))
-    model.answers = list(ANSWERS)
-    model.save_pretrained(folder)
-    save_config(config, folder / "transformer")
-    return folder
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, data):
     texts = []
     for task in ("vqa", "nlvr2"):
         texts += load_task_split(data, task, "train").texts
-    return _retokenize(build_tiny_model(tmp_path_factory.mktemp("ft-model") / "m"), texts)
+    return retokenize(build_tiny_model(tmp_path_factory.mktemp("ft-model") / "m"), texts)
 
 
 def _config(task, **kw):

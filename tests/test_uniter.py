@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import ANSWERS, GRID, D, K, build_tiny_model
 from test_finetune import data, model_dir  # noqa: F401 - fixtures
-from test_pipelines_tiny import ANSWERS, GRID, D, K, build_tiny_model
 from test_pretrain import cli_args, metrics, tiny  # noqa: F401 - tiny: a fixture
 from xlxmert.models.families import (
     architecture_of,
