@@ -19,6 +19,7 @@ from xlxmert.evaluation.graders.matcher import ImageTextMatcher, MatcherConfig
 from xlxmert.evaluation.graders.suite import EvaluationSuite
 
 
+@pytest.mark.slow
 def test_evaluator_accuracy_on_original_images_is_reported_and_high(eval_suite_dir, eval_shapes, capsys):
     code = main(["evaluator", "accuracy", "--data", str(eval_shapes), "--evaluator", str(eval_suite_dir)])
     assert code == 0
@@ -28,6 +29,7 @@ def test_evaluator_accuracy_on_original_images_is_reported_and_high(eval_suite_d
     assert acc["num_images"] == 100
 
 
+@pytest.mark.slow
 def test_matcher_scores_survive_saving_and_do_not_depend_on_the_batch(
     eval_suite_dir, eval_test_set, tmp_path
 ):
@@ -47,6 +49,7 @@ def test_matcher_scores_survive_saving_and_do_not_depend_on_the_batch(
         MatcherConfig.from_preset("huge")
 
 
+@pytest.mark.slow
 def test_evaluator_round_trip_and_targets(eval_suite_dir, eval_test_set):
     examples, images, _ = eval_test_set
     suite = EvaluationSuite.from_pretrained(eval_suite_dir)

@@ -4,12 +4,14 @@ above shuffled ones."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from xlxmert.evaluation.graders.suite import EvaluationSuite
 from xlxmert.evaluation.metrics.rprecision import r_precision
 from xlxmert.evaluation.negatives import CATEGORIES
 
 
+@pytest.mark.slow
 def test_r_precision_true_pairs_far_above_shuffled_pairs(eval_suite_dir, eval_test_set):
     examples, images, captions = eval_test_set
     suite = EvaluationSuite.from_pretrained(eval_suite_dir)

@@ -3,10 +3,13 @@ mismatched captions, with briefly trained graders."""
 
 from __future__ import annotations
 
+import pytest
+
 from xlxmert.evaluation.graders.suite import EvaluationSuite
 from xlxmert.evaluation.metrics.semantic import fact_scores, semantic_accuracy
 
 
+@pytest.mark.slow
 def test_semantic_accuracy_and_facts_of_originals_and_mismatched(eval_suite_dir, eval_test_set):
     examples, images, captions = eval_test_set
     suite = EvaluationSuite.from_pretrained(eval_suite_dir)

@@ -21,6 +21,7 @@ def test_parse_metrics():
         parse_metrics("fid,bleu")
 
 
+@pytest.mark.slow
 def test_evaluate_writes_table_json_figure_and_reuses_cache(eval_suite_dir, eval_shapes, tmp_path):
     model = build_tiny_model(tmp_path / "tiny-model")
     out = tmp_path / "report"
@@ -125,6 +126,7 @@ def test_average_results_means_scores_and_ratios_over_seeds():
         average_results([runs[0], {**runs[1], "rows": runs[1]["rows"][:1]}], [0, 1])
 
 
+@pytest.mark.slow
 def test_evaluate_over_seeds_keeps_each_seed_and_writes_their_mean(
     eval_suite_dir, eval_shapes, tmp_path, capsys
 ):
@@ -157,6 +159,7 @@ def test_evaluate_over_seeds_keeps_each_seed_and_writes_their_mean(
     )
 
 
+@pytest.mark.slow
 def test_samplers_default_step_counts(eval_suite_dir, eval_shapes, tmp_path):
     model = build_tiny_model(tmp_path / "tiny-model")
     for sampler, label in (("easy-first", "one per cell"), ("mask-predict", "4")):

@@ -8,6 +8,7 @@ from xlxmert.cli import main
 from xlxmert.training.train_all import TrainAllConfig, recipe_hash, recipe_stages, train_all, visual_sizes
 
 
+@pytest.mark.slow
 def test_train_all_tiny_end_to_end(tmp_path, capsys):
     out, work = tmp_path / "model", tmp_path / "work"
     # The recipe's options on the way (cell predictions as features, an 8×8 grid, K = 64, standardized

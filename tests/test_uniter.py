@@ -186,6 +186,7 @@ def test_a_uniter_folder_paints_captions_and_answers_through_the_same_pipelines(
     assert caption.captions[0].startswith("a")
 
 
+@pytest.mark.slow
 def test_pretrain_cli_trains_a_uniter_and_its_folder_loads(tiny, tmp_path, capsys):  # noqa: F811
     from xlxmert.cli import main
 
