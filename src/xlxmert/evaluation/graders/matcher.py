@@ -123,8 +123,9 @@ class ImageTextMatcher(PretrainedMixin, nn.Module):
     A caption becomes ``[CLS]`` + word tokens (word + position embeddings, ``layers`` caption-only
     self-attention layers, computed once per caption). A pair then goes through ``fusion_layers``
     :class:`FusionLayer` s, in which the words attend to the image cells; the ``[CLS]`` token's
-    final state is mapped to the score. Trained against one-word swaps (:func:`hard_negative_pool`),
-    the score has to bind colour to shape and check relations, positions and counts.
+    final state is mapped to the score. Trained against one-word swaps
+    (:func:`~xlxmert.evaluation.negatives.hard_negative_pool`), the score has to bind colour to shape
+    and check relations, positions and counts.
     """
 
     config_class = MatcherConfig

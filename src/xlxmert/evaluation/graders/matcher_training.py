@@ -1,7 +1,7 @@
 """Training the R-precision matcher (:class:`~xlxmert.evaluation.graders.matcher.ImageTextMatcher`).
 
 Contrastive: each image's caption against captions of the batch's other images and one-word swaps
-of its own caption that are false of its scene (``rprecision.hard_negative_pool``). A killed run
+of its own caption that are false of its scene (``negatives.hard_negative_pool``). A killed run
 resumes exactly from the checkpoints in ``out/checkpoints`` (utils.checkpoint).
 """
 
