@@ -73,7 +73,7 @@ for path in sorted(Path(sys.argv[1]).glob("[eps]*/**/*.py")):
         del lines[node.decorator_list[0].lineno - 1]
     path.write_text("".join(lines))
 EOF
-    # The fast tests only: test_graders.py, test_report.py, ... train graders (a minute per mutant) and
+    # The fast tests only: test_evaluation.py trains its graders (a minute per mutant) and
     # test_readme_commands.py starts a second interpreter; both run in the ordinary suite.
     # mutmut reads one pytest argument per line.
     {
