@@ -5,7 +5,7 @@ CAPTION ?= a red circle to the left of a blue square at night
 OUT ?= painting.png
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: paint test lint setup
+.PHONY: paint test test-fast lint setup
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -28,3 +28,7 @@ lint: $(VENV)/.installed
 
 test: lint
 	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q --durations=15
+
+# The suite without the tests marked slow (> 10 s each; DEVELOPERS.md "Tests"), for quick iterations.
+test-fast: lint
+	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest -q --durations=15 -m "not slow"

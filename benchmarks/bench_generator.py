@@ -1,6 +1,6 @@
 """Generator training and inference throughput on this CPU (issue 5's benchmark).
 
-For output sizes 64 / 128 / 256 (paper architecture widths, 8×8 grid → 3 / 4 / 5 blocks) it times
+For output sizes 64 / 128 / 256 (``--preset``'s generator widths, 8×8 grid → 3 / 4 / 5 blocks) it times
 one full GAN step (G forward, one D pass over real+fake, perceptual loss, both backward passes, both
 Adam steps) and a noise-free inference pass, in three modes: fp32 NCHW, fp32 channels-last, bf16
 autocast + channels-last. Each number is the median of ``--repeats`` timed runs after a warm-up.
@@ -12,7 +12,7 @@ one); ``--perceptual resnet50`` uses a random ResNet-50 instead (real-image trai
 
     python benchmarks/bench_generator.py                   # all sizes, ~3 minutes on 2 cores
     python benchmarks/bench_generator.py --sizes 64 --threads 2
-    python benchmarks/bench_generator.py --sizes 64 --grid 16 --dim 128 --k 1024 --bottleneck 128  # shapes-64
+    python benchmarks/bench_generator.py --preset shapes-64 --sizes 64   # the shipped model's sizes
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from xlxmert.models.generator import (
     features_from_ids,
 )
 from xlxmert.training.generator import GeneratorTrainConfig, PerceptualLoss, _GanStep
+from xlxmert.training.train_all import visual_sizes
 
 MODES = {  # name: (bf16, channels_last)
     "fp32": (False, False),
@@ -56,7 +57,7 @@ def _setup(size: int, args, bf16: bool, channels_last: bool, seed: int = 0):
 
     torch.manual_seed(seed)
     g_cfg = GeneratorConfig.from_preset(
-        "paper", input_dim=args.dim, grid_size=args.grid, output_size=size, bottleneck_dim=args.bottleneck
+        args.preset, input_dim=args.dim, grid_size=args.grid, output_size=size, bottleneck_dim=args.bottleneck
     )
     centroids = torch.randn(args.k, args.dim)
     g = SpadeGenerator(g_cfg)
@@ -137,13 +138,30 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--grid", type=int, default=8, help="grid size N")
-    parser.add_argument("--dim", type=int, default=2048, help="visual-word feature size D")
-    parser.add_argument("--bottleneck", type=int, default=256, help="generator bottleneck width")
-    parser.add_argument("--k", type=int, default=10000, help="vocabulary size K (D's cluster head)")
+    parser.add_argument(
+        "--preset",
+        choices=("paper", "shapes-64"),
+        default="paper",
+        help="generator widths, and the defaults of N, D, K (training.train_all.visual_sizes)",
+    )
+    parser.add_argument("--grid", type=int, default=None, help="grid size N (default: the preset's)")
+    parser.add_argument(
+        "--dim", type=int, default=None, help="visual-word feature size D (default: the preset's)"
+    )
+    parser.add_argument(
+        "--bottleneck", type=int, default=None, help="generator bottleneck width (default: the preset's)"
+    )
+    parser.add_argument(
+        "--k", type=int, default=None, help="vocabulary size K, D's cluster head (default: the preset's)"
+    )
     parser.add_argument("--perceptual", choices=("shapes", "resnet50"), default="shapes")
     parser.add_argument("--no-drift", action="store_true", help="skip the fp32-vs-bf16 loss comparison")
     args = parser.parse_args()
+    sizes = visual_sizes(args.preset)
+    args.grid = args.grid or sizes["grid_size"]
+    args.dim = args.dim or sizes["feature_dim"]
+    args.k = args.k or sizes["num_clusters"]
+    args.bottleneck = args.bottleneck or GeneratorConfig.from_preset(args.preset).bottleneck_dim
     torch.set_num_threads(args.threads)
     print(
         f"torch {torch.__version__}, {args.threads} threads, batch {args.batch_size}, "

@@ -1,8 +1,9 @@
 """Paint latency (batch 1) and throughput (batch 64) per sampler, with and without the text cache.
 
 Models have random weights (speed does not depend on them): the ``shapes-64`` and ``paper``
-presets of the transformer and generator, both variants (X-LXMERT ids + CCC; LXMERT+Grid features
-+ regression), in one run.
+presets of the transformer and generator at the visual sizes of the model each preset builds
+(``training.train_all.visual_sizes``: shapes-64 is the shipped model's 8×8 grid), both variants
+(X-LXMERT ids + CCC; LXMERT+Grid features + regression), in one run.
 
 Every sampling step is one full forward of the vision and cross-modality layers, whichever the
 sampler, so a paint costs ``text + steps × step + decode`` (with the cache the language layers run
@@ -29,6 +30,7 @@ from xlxmert.models.generator import GeneratorConfig, SpadeGenerator
 from xlxmert.models.transformer import XLxmertConfig, XLxmertForPreTraining
 from xlxmert.pipelines.paint import PaintPipeline
 from xlxmert.sampling import get_sampler
+from xlxmert.training.train_all import visual_sizes
 from xlxmert.visual.vocabulary import VisualVocabulary
 
 CAPTIONS = [
@@ -38,17 +40,10 @@ CAPTIONS = [
     "three shapes on the sand",
 ]
 SAMPLERS = [("mask-predict", 4), ("tl-br", None), ("easy-first", None), ("random", None), ("random", 200)]
-# Visual-side sizes the data decide (grid N, vocabulary K, feature size D), as in the models each
-# preset builds: shapes-64 as the shipped model (8×8 grid, K = 256 words of the backbone's 40-d cell
-# predictions); paper: 8×8 grids, 10000 clusters of 2048-d features.
-DATA_SIZES = {
-    "shapes-64": dict(grid_size=8, num_clusters=256, feature_dim=40),
-    "paper": dict(grid_size=8, num_clusters=10000, feature_dim=2048),
-}
 
 
 def build(preset: str, variant: str, tokenizer: TextTokenizer) -> PaintPipeline:
-    sizes = DATA_SIZES[preset]
+    sizes = visual_sizes(preset)  # as the model the preset builds (shapes-64: the shipped one)
     config = XLxmertConfig.from_preset(
         preset, variant=variant, visual_target="clusters" if variant == "x-lxmert" else "regression", **sizes
     )

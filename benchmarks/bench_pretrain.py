@@ -2,8 +2,8 @@
 
 Each task of the cycle (visual masking + CCC, word masking + MLM, matching + ITM) is timed, fp32
 and bf16 autocast, median of ``--repeats`` timed steps after ``--warmup`` untimed ones. Synthetic
-inputs of the preset's sizes (random ids, random centroids): the numbers measure the model, not
-the data pipeline.
+inputs of the preset's sizes (random ids, random centroids; the visual sizes from
+``training.train_all.visual_sizes``): the numbers measure the model, not the data pipeline.
 
     python benchmarks/bench_pretrain.py --presets shapes-64 paper --batch-size 32 --repeats 5
 """
@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from xlxmert.models.masking import mask_text_tokens, uniform_visual_mask
 from xlxmert.models.transformer import XLxmertConfig, XLxmertForPreTraining
+from xlxmert.training.train_all import visual_sizes
 
 
 def step_time(model, optimizer, batch, task: str, dtype: torch.dtype | None) -> float:
@@ -84,8 +85,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
         "--shapes-sizes",
-        default="grid_size=16,num_clusters=1024,feature_dim=128",
-        help="overrides for shapes-64 (the vocabulary decides these; default: its shapes-64 preset's)",
+        default=None,
+        help="grid_size=N,num_clusters=K,feature_dim=D for shapes-64 (default: the shipped model's, "
+        "training.train_all.visual_sizes)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
@@ -95,9 +97,9 @@ def main() -> None:
     print(f"{'preset':<10} {'precision':<9} {'samples/s':>10}")
     for preset in args.presets:
         bs = args.paper_batch_size if preset == "paper" else args.batch_size
-        overrides = {}
+        overrides = visual_sizes(preset)  # the data decide these (shapes-64: the shipped model's)
         if preset != "paper" and args.shapes_sizes:
-            overrides = {k: int(v) for k, v in (kv.split("=") for kv in args.shapes_sizes.split(","))}
+            overrides |= {k: int(v) for k, v in (kv.split("=") for kv in args.shapes_sizes.split(","))}
         for name, label, rate in bench(preset, bs, args.warmup, args.repeats, **overrides):
             print(f"{name:<10} {label:<9} {rate:>10.2f}  (batch {bs})", flush=True)
 

@@ -9,7 +9,7 @@
 # resumes (FRESH=1 starts over). MUTANT_GLOB limits the run to some functions, e.g. the metric
 # functions:
 #
-#   scripts/mutation.sh /tmp/mut-metrics 'xlxmert.evaluation.tasks.*' 'xlxmert.evaluation.semantic.*'
+#   scripts/mutation.sh /tmp/mut-metrics 'xlxmert.evaluation.metrics.tasks.*' 'xlxmert.evaluation.metrics.semantic.*'
 #
 # Bounded for a shared CPU: one torch thread, CHILDREN parallel mutants (default 2), LIMIT seconds
 # in all (default 3600). PYTEST_EXTRA adds pytest arguments (e.g. a --deselect). Writes mutmut's
@@ -57,7 +57,7 @@ import ast
 import sys
 from pathlib import Path
 
-for path in sorted(Path(sys.argv[1]).glob("[eps]*/*.py")):
+for path in sorted(Path(sys.argv[1]).glob("[eps]*/**/*.py")):
     lines = path.read_text().splitlines(keepends=True)
     nodes = [
         n
@@ -84,7 +84,7 @@ EOF
         printf '    %s\n' -p no:cacheprovider -W ignore ${PYTEST_EXTRA:-}
         printf 'pytest_add_cli_args_test_selection=\n'
         printf '    tests/%s\n' test_metrics_oracle.py test_metrics_edges.py test_evaluation_controls.py \
-            test_wiring.py test_sampling.py test_pipelines.py test_pipelines_tiny.py test_cli_paint.py
+            test_wiring.py test_sampling.py test_pipelines.py test_cli_paint.py
     } > "$WORK/setup.cfg"
 fi
 cd "$WORK"

@@ -21,7 +21,11 @@ def run_stage(stage: str, out: Path, paths: dict[str, str]) -> list[float]:
         )  # fmt: skip
         return metrics["losses"]
     if stage == "evaluator":
-        from xlxmert.evaluation.evaluator import EvaluatorConfig, EvaluatorTrainingConfig, train_evaluator
+        from xlxmert.evaluation.graders.evaluator import (
+            EvaluatorConfig,
+            EvaluatorTrainingConfig,
+            train_evaluator,
+        )
 
         training = EvaluatorTrainingConfig(steps=4, batch_size=4)
         config = EvaluatorConfig(widths=(8, 8, 16, 16), image_size=32)
@@ -30,8 +34,8 @@ def run_stage(stage: str, out: Path, paths: dict[str, str]) -> list[float]:
         )
         return json.loads((out / "training.json").read_text())["losses"]
     if stage == "matcher":
-        from xlxmert.evaluation.matcher_training import MatcherTrainingConfig, train_matcher
-        from xlxmert.evaluation.rprecision import MatcherConfig
+        from xlxmert.evaluation.graders.matcher import MatcherConfig
+        from xlxmert.evaluation.graders.matcher_training import MatcherTrainingConfig, train_matcher
 
         training = MatcherTrainingConfig(steps=4, batch_size=4, easy_negatives=2, hard_negatives=2)
         config = MatcherConfig(

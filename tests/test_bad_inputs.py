@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from test_pipelines_tiny import GRID, build_tiny_model
+from conftest import GRID, build_tiny_model
 from xlxmert.cli import main
 from xlxmert.visual.grid import GRID_NAME
 

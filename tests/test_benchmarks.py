@@ -1,4 +1,5 @@
-"""Every benchmark runs: a tiny smoke run of each script (sizes only; speed is never asserted here)."""
+"""Every benchmark runs: a tiny smoke run of each script (sizes only; speed is never asserted here).
+``bench_serve.py`` needs a running server: its smoke run is ``test_serve.py``'s."""
 
 import json
 import runpy
@@ -56,11 +57,12 @@ def test_bench_pretrain(monkeypatch, capsys):
 def test_bench_generator(monkeypatch, capsys):
     out = run_benchmark(
         "bench_generator.py",
-        ["--sizes", "64", "--batch-size", "1", "--repeats", "1", "--threads", "1"]
-        + ["--dim", "40", "--k", "256", "--bottleneck", "32", "--no-drift"],
+        ["--preset", "shapes-64", "--sizes", "64", "--batch-size", "1", "--repeats", "1", "--threads", "1"]
+        + ["--bottleneck", "32", "--no-drift"],
         monkeypatch,
         capsys,
     )
+    assert "grid 8, D 40, K 256," in out  # the shipped model's sizes (train_all.visual_sizes)
     rows = [line for line in out.splitlines() if line.strip().startswith("64 px")]
     assert len(rows) == 3 and all("img/s" in row for row in rows)
 

@@ -13,7 +13,7 @@ from xlxmert.data.shapes.scene import sample_scene
 from xlxmert.data.shapes.world import COLORS, PLACES, SHAPES
 from xlxmert.data.tokenizer import TextTokenizer
 from xlxmert.errors import XLXMERTError
-from xlxmert.evaluation.captions import (
+from xlxmert.evaluation.metrics.captions import (
     bleu_cider,
     caption_metrics,
     grammar_family,
@@ -23,8 +23,8 @@ from xlxmert.evaluation.captions import (
     names_objects,
     other_image_references,
 )
+from xlxmert.evaluation.metrics.tasks import caption_correctness
 from xlxmert.evaluation.split import load_examples
-from xlxmert.evaluation.tasks import caption_correctness
 from xlxmert.models.masking import uniform_text_mask
 from xlxmert.models.transformer import XLxmertConfig, XLxmertForPreTraining
 from xlxmert.sampling.caption import (
@@ -268,7 +268,7 @@ def test_names_objects_needs_each_object_with_its_colour(tiny_shapes):
 # --- pipeline and CLI --------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from test_pipelines_tiny import build_tiny_model
+    from conftest import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny_caption_model"))
 

@@ -111,12 +111,11 @@ STAGES = ("backbone", "evaluator", "matcher", "generator", "pretrain", "finetune
 @pytest.fixture(scope="module")
 def finetune_model(tmp_path_factory, tiny_shapes):
     """The tiny model folder with a tokenizer that knows the tiny split's questions."""
-    from test_finetune import _retokenize
-    from test_pipelines_tiny import build_tiny_model
+    from conftest import build_tiny_model, retokenize
     from xlxmert.training.finetune_data import load_task_split
 
     texts = load_task_split(tiny_shapes, "vqa", "train").texts
-    return _retokenize(build_tiny_model(tmp_path_factory.mktemp("ft") / "m"), texts)
+    return retokenize(build_tiny_model(tmp_path_factory.mktemp("ft") / "m"), texts)
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 import pytest
 from PIL import Image
 
-from test_pipelines_tiny import ANSWERS, IMAGE, build_tiny_model
+from conftest import ANSWERS, IMAGE, build_tiny_model
 from xlxmert.cli import main
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import xlxmert
-from test_pipelines_tiny import build_tiny_model
+from conftest import build_tiny_model
 from xlxmert.cli import main
 from xlxmert.errors import XLXMERTError
 from xlxmert.models.families import load_transformer

@@ -20,15 +20,16 @@ from test_metrics_oracle import (
     rotate,
     semantic_chance,
 )
-from xlxmert.evaluation.report import (
-    EvaluationConfig,
-    EvaluationSuite,
+from xlxmert.evaluation.graders.suite import EvaluationSuite
+from xlxmert.evaluation.negatives import CATEGORIES
+from xlxmert.evaluation.report import EvaluationConfig, evaluate, parse_metrics
+from xlxmert.evaluation.split import (
     choose_captions,
-    evaluate,
-    parse_metrics,
+    images_uint8,
+    load_example_images,
+    load_examples,
+    to_float,
 )
-from xlxmert.evaluation.rprecision import CATEGORIES
-from xlxmert.evaluation.split import images_uint8, load_example_images, load_examples, to_float
 from xlxmert.pipelines.paint import PaintPipeline
 
 N = 120

@@ -10,12 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from test_pipelines_tiny import ANSWERS, build_tiny_model
+from conftest import ANSWERS, build_tiny_model, retokenize
 from xlxmert.cli import main
 from xlxmert.data.shapes.generate import generate_split
-from xlxmert.data.tokenizer import TextTokenizer
 from xlxmert.errors import XLXMERTError
-from xlxmert.evaluation.tasks import official_normalize, score_nlvr2, score_vqa, vqa_accuracy
+from xlxmert.evaluation.metrics.tasks import official_normalize, score_nlvr2, score_vqa, vqa_accuracy
 from xlxmert.models.families import load_transformer
 from xlxmert.models.heads import (
     NLVR2Head,
@@ -27,7 +26,6 @@ from xlxmert.models.heads import (
 from xlxmert.models.transformer import XLxmertForPreTraining
 from xlxmert.training.finetune import FinetuneConfig, finetune
 from xlxmert.training.finetune_data import load_task_split
-from xlxmert.utils.config import load_config, save_config
 from xlxmert.utils.model_folder import read_model_index
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -42,29 +40,12 @@ def data(tmp_path_factory):
     return root
 
 
-def _retokenize(folder: Path, texts: list[str]) -> Path:
-    """The tiny model with a tokenizer that knows the data's words (transformer rebuilt to fit)."""
-    from xlxmert.models.transformer import XLxmertConfig
-    from xlxmert.visual.vocabulary import VisualVocabulary
-
-    tokenizer = TextTokenizer.train(texts, vocab_size=150)
-    tokenizer.save_pretrained(folder / "tokenizer")
-    config = load_config(XLxmertConfig, folder / "transformer")
-    config = type(config)(**{**config.__dict__, "vocab_size": tokenizer.vocab_size})
-    torch.manual_seed(0)
-    model = XLxmertForPreTraining(config, VisualVocabulary.from_pretrained(folder / "vocabulary").centroids)
-    model.answers = list(ANSWERS)
-    model.save_pretrained(folder / "transformer")
-    save_config(config, folder / "transformer")
-    return folder
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, data):
     texts = []
     for task in ("vqa", "nlvr2"):
         texts += load_task_split(data, task, "train").texts
-    return _retokenize(build_tiny_model(tmp_path_factory.mktemp("ft-model") / "m"), texts)
+    return retokenize(build_tiny_model(tmp_path_factory.mktemp("ft-model") / "m"), texts)
 
 
 def _config(task, **kw):
@@ -207,7 +188,8 @@ def test_cli_finetune_then_answer_and_verify_use_the_heads(data, model_dir, tmp_
     label, prob = capsys.readouterr().out.split()
     assert label in ("True", "False") and 0.0 <= float(prob) <= 1.0
     # xlxmert evaluate's understanding columns come from the heads, the baselines beside them
-    from xlxmert.evaluation.report import EvaluationConfig, _task_scores, markdown_report
+    from xlxmert.evaluation.render import markdown_report
+    from xlxmert.evaluation.report import EvaluationConfig, _task_scores
 
     scores = _task_scores(out, data, [], ("vqa", "nlvr2"), EvaluationConfig(split="val", n=8), False)
     assert 0.0 <= scores["vqa"] <= 1.0 and 0.0 <= scores["nlvr2"] <= 1.0

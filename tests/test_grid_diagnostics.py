@@ -92,7 +92,7 @@ def test_main_reads_the_shipped_models_painted_words(diag, tmp_path, capsys):
 
 
 def test_main_refuses_a_model_whose_words_are_not_predictions(diag, tmp_path, capsys):
-    from test_pipelines_tiny import build_tiny_model
+    from conftest import build_tiny_model
 
     model = build_tiny_model(tmp_path / "model")
     data, vocab = write_split(tmp_path, [["a red circle at night"]], [[0] * 16])

@@ -18,12 +18,16 @@ from test_metrics_oracle import Flatten, OracleEvaluator, OracleMatcher
 from xlxmert.data.shapes.facts import check_caption
 from xlxmert.data.shapes.scene import Scene, SceneObject
 from xlxmert.errors import XLXMERTError
-from xlxmert.evaluation.evaluator import evaluator_accuracy, scene_signature
-from xlxmert.evaluation.fidelity import _FloatInput, frechet_distance, images_to_batches, inception_score
-from xlxmert.evaluation.rprecision import _rank_first, hard_negatives, r_precision
-from xlxmert.evaluation.semantic import fact_scores, semantic_accuracy
-from xlxmert.evaluation.split import EvalExample
-from xlxmert.evaluation.tasks import (
+from xlxmert.evaluation.graders.evaluator import evaluator_accuracy, scene_signature
+from xlxmert.evaluation.metrics.fidelity import (
+    _FloatInput,
+    frechet_distance,
+    images_to_batches,
+    inception_score,
+)
+from xlxmert.evaluation.metrics.rprecision import _rank_first, r_precision
+from xlxmert.evaluation.metrics.semantic import fact_scores, semantic_accuracy
+from xlxmert.evaluation.metrics.tasks import (
     caption_correctness,
     gqa_accuracy,
     majority_answer,
@@ -37,6 +41,8 @@ from xlxmert.evaluation.tasks import (
     vqa_accuracy,
     vqa_score,
 )
+from xlxmert.evaluation.negatives import hard_negatives
+from xlxmert.evaluation.split import EvalExample
 
 
 def exactly(message: str) -> str:

@@ -23,24 +23,24 @@ from torch import nn
 
 from xlxmert.data.shapes.facts import caption_is_true, check_caption
 from xlxmert.data.shapes.scene import Scene
-from xlxmert.evaluation.evaluator import EvaluatorConfig, evaluator_accuracy, scene_targets
-from xlxmert.evaluation.fidelity import frechet_distance, inception_score
-from xlxmert.evaluation.report import choose_captions
-from xlxmert.evaluation.rprecision import (
-    CATEGORIES,
-    category_slots,
-    fill_slot,
-    hard_negative_pool,
-    r_precision,
-)
-from xlxmert.evaluation.semantic import fact_scores, semantic_accuracy
-from xlxmert.evaluation.split import images_uint8, load_example_images, load_examples, to_float
-from xlxmert.evaluation.tasks import (
+from xlxmert.evaluation.graders.evaluator import EvaluatorConfig, evaluator_accuracy, scene_targets
+from xlxmert.evaluation.metrics.fidelity import frechet_distance, inception_score
+from xlxmert.evaluation.metrics.rprecision import r_precision
+from xlxmert.evaluation.metrics.semantic import fact_scores, semantic_accuracy
+from xlxmert.evaluation.metrics.tasks import (
     caption_correctness,
     gqa_accuracy,
     nlvr2_accuracy,
     vqa_accuracy,
     vqa_score,
+)
+from xlxmert.evaluation.negatives import CATEGORIES, category_slots, fill_slot, hard_negative_pool
+from xlxmert.evaluation.split import (
+    choose_captions,
+    images_uint8,
+    load_example_images,
+    load_examples,
+    to_float,
 )
 
 N_IMAGES = 200

@@ -4,7 +4,7 @@
 import pytest
 import torch
 
-from test_pipelines_tiny import build_tiny_model
+from conftest import build_tiny_model
 from xlxmert.errors import XLXMERTError
 from xlxmert.pipelines import PaintPipeline
 

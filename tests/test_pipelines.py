@@ -8,9 +8,10 @@ import torch
 from PIL import Image
 
 import xlxmert.pipelines as pipelines
-from test_pipelines_tiny import ANSWERS, GRID, IMAGE, build_tiny_model
+from conftest import ANSWERS, GRID, IMAGE, build_tiny_model
 from xlxmert.errors import XLXMERTError
 from xlxmert.pipelines import AnswerPipeline, CaptionPipeline, PaintPipeline, default_model_dir
+from xlxmert.utils.model_folder import COMPONENTS, read_model_index
 
 M = GRID * GRID
 
@@ -275,3 +276,8 @@ def test_the_shipped_model_paints_the_captions_place_with_its_own_sampler():
         return np.median(np.concatenate([a[:4, :4], a[:4, -4:], a[-4:, :4], a[-4:, -4:]]).reshape(-1, 3), 0)
 
     assert corners(night).max() < 70 and corners(snow).min() > 200
+
+
+def test_tiny_model_folder_has_every_component(tmp_path):
+    folder = build_tiny_model(tmp_path / "m")
+    assert sorted(read_model_index(folder)["components"]) == sorted(COMPONENTS)

@@ -154,6 +154,7 @@ def metrics(out: Path) -> list[tuple[int, str, str, float]]:
         return [(int(r["step"]), r["split"], r["metric"], float(r["value"])) for r in csv.DictReader(f)]
 
 
+@pytest.mark.slow
 def test_tiny_run_learns_every_loss_and_beats_majority_cluster(tiny, tmp_path):
     # Captions only: at this size, questions as ITM texts (nearly indistinguishable when swapped)
     # delay the matching task past the test's budget; the QA loss is checked in the next test.
@@ -537,6 +538,7 @@ def run_gpu_script(tiny, tmp_path, **env):
     return result, results
 
 
+@pytest.mark.slow
 def test_gpu_script_trains_three_variants_and_packs_each(tiny, tmp_path):
     small = "--batch-size 4 --lr 1e-3 --eval-samples 8"
     result, results = run_gpu_script(tiny, tmp_path, STEPS="6")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_pipelines_tiny import build_tiny_model
+from conftest import build_tiny_model
 from xlxmert.cli import main
 from xlxmert.data.shapes import world
 from xlxmert.data.shapes.render import render_scene

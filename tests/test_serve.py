@@ -18,7 +18,7 @@ from PIL import Image
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'xlxmert[serve]')")
 httpx = pytest.importorskip("httpx", reason="the serve extra is not installed (pip install 'xlxmert[serve]')")
 
-from test_pipelines_tiny import ANSWERS, GRID, build_tiny_model  # noqa: E402
+from conftest import ANSWERS, GRID, build_tiny_model  # noqa: E402
 from xlxmert.cli import main  # noqa: E402
 from xlxmert.pipelines import AnswerPipeline, CaptionPipeline, PaintPipeline, default_model_dir  # noqa: E402
 from xlxmert.server import ServerConfig, create_app  # noqa: E402

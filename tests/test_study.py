@@ -68,6 +68,7 @@ def _check_written(study, number, results, labels, metrics):
     return saved
 
 
+@pytest.mark.slow
 def test_table1_end_to_end(study):
     results = _run(study, 1)
     saved = _check_written(
@@ -96,6 +97,7 @@ def test_table1_end_to_end(study):
     assert understanding[0]["verdict"] == "undecided (no interval)"
 
 
+@pytest.mark.slow
 def test_table2_end_to_end(study):
     results = _run(study, 2)
     _check_written(
@@ -105,6 +107,7 @@ def test_table2_end_to_end(study):
     assert index["variant"] == "uniter-grid"
 
 
+@pytest.mark.slow
 def test_table3_end_to_end(study):
     results = _run(study, 3)
     labels = [
@@ -126,6 +129,7 @@ def test_table3_end_to_end(study):
     assert (full["visual_masking"], full["ccc_data"]) == ("uniform", "captions")
 
 
+@pytest.mark.slow
 def test_table4_end_to_end(study):
     results = _run(study, 4)
     labels = ["Original images", "TL→BR (argmax)", "Random (argmax)", "Easy-First (argmax)"]

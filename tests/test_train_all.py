@@ -5,9 +5,10 @@ import json
 import pytest
 
 from xlxmert.cli import main
-from xlxmert.training.train_all import TrainAllConfig, recipe_hash, recipe_stages, train_all
+from xlxmert.training.train_all import TrainAllConfig, recipe_hash, recipe_stages, train_all, visual_sizes
 
 
+@pytest.mark.slow
 def test_train_all_tiny_end_to_end(tmp_path, capsys):
     out, work = tmp_path / "model", tmp_path / "work"
     # The recipe's options on the way (cell predictions as features, an 8×8 grid, K = 64, standardized
@@ -223,5 +224,9 @@ def test_the_shipped_model_is_the_shapes_64_recipe():
         recipe.grid_size,
         recipe.image_size,
     )
+    # The sizes the benchmarks build the shipped model with are the shipped folder's.
+    sizes = visual_sizes("shapes-64")
+    assert sizes == {key: transformer[key] for key in sizes}
+    assert (config("generator")["input_dim"], vocab["dim"]) == (sizes["feature_dim"],) * 2
     assert SamplerConfig.from_pretrained(model / "sampler") == recipe.sampler
     assert "xlxmert train-all --preset shapes-64 --out models/shapes-64" in (model / "README.md").read_text()

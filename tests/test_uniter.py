@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import ANSWERS, GRID, D, K, build_tiny_model
 from test_finetune import data, model_dir  # noqa: F401 - fixtures
-from test_pipelines_tiny import ANSWERS, GRID, D, K, build_tiny_model
 from test_pretrain import cli_args, metrics, tiny  # noqa: F401 - tiny: a fixture
 from xlxmert.errors import XLXMERTError
 from xlxmert.models.families import (
@@ -190,6 +190,7 @@ def test_a_uniter_folder_paints_captions_and_answers_through_the_same_pipelines(
     assert caption.captions[0].startswith("a")
 
 
+@pytest.mark.slow
 def test_pretrain_cli_trains_a_uniter_and_its_folder_loads(tiny, tmp_path, capsys):  # noqa: F811
     from xlxmert.cli import main
 

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 import xlxmert.training.pretrain as pt
-from test_pipelines_tiny import GRID, IMAGE, K, build_tiny_model
+from conftest import GRID, IMAGE, K, build_tiny_model
 from test_pretrain import MODEL, N, run, tiny  # noqa: F401 - `tiny` is a fixture
 from xlxmert.cli import main
 from xlxmert.data.images import tensor_to_pil

@@ -34,8 +34,8 @@ def _positive(value: str) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from xlxmert.evaluation.evaluator import EvaluatorConfig
-    from xlxmert.evaluation.report import train_suite
+    from xlxmert.evaluation.graders.evaluator import EvaluatorConfig
+    from xlxmert.evaluation.graders.suite import train_suite
 
     out = _evaluation_dir(args) if args.out is None else Path(args.out)
     report = train_suite(
@@ -93,7 +93,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluate_captions(args: argparse.Namespace) -> int:
-    from xlxmert.evaluation.captions import evaluate_captions
+    from xlxmert.evaluation.caption_report import evaluate_captions
     from xlxmert.pipelines import default_model_dir
 
     out = Path(args.out)
@@ -114,8 +114,8 @@ def _evaluate_captions(args: argparse.Namespace) -> int:
 
 
 def _accuracy(args: argparse.Namespace) -> int:
-    from xlxmert.evaluation.evaluator import ShapeSceneEvaluator, evaluator_accuracy
-    from xlxmert.evaluation.report import EVALUATOR_SUBDIR
+    from xlxmert.evaluation.graders.evaluator import ShapeSceneEvaluator, evaluator_accuracy
+    from xlxmert.evaluation.graders.suite import EVALUATOR_SUBDIR
     from xlxmert.evaluation.split import load_examples
 
     model = ShapeSceneEvaluator.from_pretrained(_evaluation_dir(args) / EVALUATOR_SUBDIR)

@@ -9,7 +9,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from xlxmert.evaluation.rprecision import CATEGORIES
+from xlxmert.evaluation.negatives import CATEGORIES
 from xlxmert.sampling.visual import SAMPLERS
 
 
@@ -94,7 +94,7 @@ def markdown_report(results: dict[str, Any]) -> str:
         s = row["scores"]
         lines.append(f"| {row['name']} | " + " | ".join(_fmt(s.get(k), pct) for _, k, pct in columns) + " |")
     base = next((r["scores"] for r in results["rows"] if "vqa_majority_answer" in r["scores"]), None)
-    if base is not None:  # image-blind baselines of the understanding columns (evaluation.tasks)
+    if base is not None:  # image-blind baselines of the understanding columns (evaluation.metrics.tasks)
         lines += ["", "| Baseline | VQA↑ | GQA↑ | NLVR2↑ |", "|---|---:|---:|---:|"]
         for name, label in (("majority_answer", "majority answer"), ("question_only", "question only")):
             cells = [_fmt(base.get(f"{t}_{name}"), True) for t in ("vqa", "gqa", "nlvr2")]

@@ -35,48 +35,14 @@ from tqdm.auto import tqdm
 
 from xlxmert.data.images import load_image
 from xlxmert.errors import XLXMERTError
-from xlxmert.evaluation.evaluator import (
-    EvaluatorClassLogits,
-    EvaluatorFeatures,
-    evaluator_accuracy,
-)
-from xlxmert.evaluation.fidelity import frechet_distance, inception_score, load_feature_network
+from xlxmert.evaluation.graders.evaluator import EvaluatorClassLogits, EvaluatorFeatures, evaluator_accuracy
+from xlxmert.evaluation.graders.suite import EvaluationSuite
+from xlxmert.evaluation.metrics.fidelity import frechet_distance, inception_score, load_feature_network
+from xlxmert.evaluation.metrics.rprecision import r_precision
+from xlxmert.evaluation.metrics.semantic import fact_scores, semantic_accuracy
+from xlxmert.evaluation.metrics.tasks import gqa_accuracy, nlvr2_accuracy, understanding_baselines, vqa_score
 from xlxmert.evaluation.render import RELATIVE_KEYS, comparison_figure, markdown_report, relative_scores
-from xlxmert.evaluation.rprecision import r_precision
-from xlxmert.evaluation.semantic import fact_scores, semantic_accuracy
-from xlxmert.evaluation.split import EvalExample, load_examples
-from xlxmert.evaluation.suite import (
-    EVALUATOR_SUBDIR,
-    MATCHER_SUBDIR,
-    EvaluationSuite,
-    choose_captions,
-    stack_images,
-    train_suite,
-)
-from xlxmert.evaluation.tasks import (
-    gqa_accuracy,
-    nlvr2_accuracy,
-    understanding_baselines,
-    vqa_score,
-)
-
-# Re-exported: an evaluation's public names in one place.
-__all__ = [
-    "EVALUATOR_SUBDIR",
-    "MATCHER_SUBDIR",
-    "EvaluationConfig",
-    "EvaluationSuite",
-    "average_results",
-    "choose_captions",
-    "comparison_figure",
-    "evaluate",
-    "evaluate_seeds",
-    "markdown_report",
-    "parse_metrics",
-    "relative_scores",
-    "score_images",
-    "train_suite",
-]
+from xlxmert.evaluation.split import EvalExample, choose_captions, load_examples, stack_images
 
 IMAGE_METRICS = ("fid", "is", "r-precision", "semantic", "facts")
 TASK_METRICS = ("vqa", "gqa", "nlvr2", "captioning")
@@ -306,7 +272,7 @@ def _task_scores(
                 "accuracy"
             ]
     if "captioning" in metrics:  # the shipped decoder (CaptionPipeline's defaults)
-        from xlxmert.evaluation.captions import caption_metrics
+        from xlxmert.evaluation.metrics.captions import caption_metrics
         from xlxmert.pipelines import CaptionPipeline
 
         pipe = CaptionPipeline.from_pretrained(model_dir).to(config.device)

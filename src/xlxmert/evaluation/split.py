@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,9 +11,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from xlxmert.data.images import load_image
+from xlxmert.data.images import load_image, pil_to_tensor
 from xlxmert.data.shapes.scene import Scene, load_scenes
 from xlxmert.errors import XLXMERTError
+from xlxmert.utils.seeding import numpy_rng
 
 
 @dataclass(frozen=True)
@@ -75,3 +77,18 @@ def load_example_images(examples: list[EvalExample], size: int | None = None) ->
 def to_float(images: torch.Tensor) -> torch.Tensor:
     """``FloatTensor[B, 3, H, W] in [-1, 1]`` from ``ByteTensor[B, 3, H, W]``."""
     return images.float().div(127.5).sub(1.0)
+
+
+def choose_captions(examples: Sequence[EvalExample], seed: int) -> list[str]:
+    """One caption per image, drawn with ``seed`` (the same for every row and model)."""
+    rng = numpy_rng(seed)
+    out = []
+    for ex in examples:
+        if not ex.captions:
+            raise XLXMERTError(f"image {ex.image_id} has no caption")
+        out.append(ex.captions[int(rng.integers(len(ex.captions)))])
+    return out
+
+
+def stack_images(images: Sequence[Image.Image]) -> torch.Tensor:
+    return torch.stack([pil_to_tensor(img) for img in images])

@@ -50,8 +50,9 @@ def collect_rows(
     study: Any,
 ) -> list[dict[str, Any]]:
     """Every row's values (``metric → {"mean", "interval", "replicates"}``) under shared draws."""
-    from xlxmert.evaluation.report import EvaluationConfig, EvaluationSuite, choose_captions
-    from xlxmert.evaluation.split import load_examples
+    from xlxmert.evaluation.graders.suite import EvaluationSuite
+    from xlxmert.evaluation.report import EvaluationConfig
+    from xlxmert.evaluation.split import choose_captions, load_examples
     from xlxmert.study.scores import item_scores, set_statistics
 
     suite = EvaluationSuite.from_pretrained(work / "eval-suite")

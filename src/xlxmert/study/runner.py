@@ -401,8 +401,7 @@ def run_table(
         for key, model_dir in model_dirs.items():
             extra[key] = finetune_scores(key, model_dir, work / "data", out, study, progress, log)
     if "seconds_per_image" in spec.metrics:
-        from xlxmert.evaluation.report import choose_captions
-        from xlxmert.evaluation.split import load_examples
+        from xlxmert.evaluation.split import choose_captions, load_examples
 
         captions = choose_captions(load_examples(work / "data", "test", study.timing_images), seed=0)
         for key, model_dir, folder, sampling in painted:

@@ -16,10 +16,11 @@ import numpy as np
 import torch
 
 from xlxmert.data.shapes.facts import fact_is_true, parse_caption
-from xlxmert.evaluation.evaluator import EvaluatorClassLogits, EvaluatorFeatures
-from xlxmert.evaluation.fidelity import frechet_distance, inception_score
-from xlxmert.evaluation.report import EvaluationConfig, EvaluationSuite
-from xlxmert.evaluation.rprecision import r_precision
+from xlxmert.evaluation.graders.evaluator import EvaluatorClassLogits, EvaluatorFeatures
+from xlxmert.evaluation.graders.suite import EvaluationSuite
+from xlxmert.evaluation.metrics.fidelity import frechet_distance, inception_score
+from xlxmert.evaluation.metrics.rprecision import r_precision
+from xlxmert.evaluation.report import EvaluationConfig
 
 FACT_KINDS = ("place", "total", "object", "count", "position", "relation")
 

@@ -32,7 +32,13 @@ import torch
 from tqdm.auto import tqdm
 
 from xlxmert.errors import XLXMERTError
-from xlxmert.evaluation.tasks import majority_answer, question_only_answers, score_gqa, score_nlvr2, score_vqa
+from xlxmert.evaluation.metrics.tasks import (
+    majority_answer,
+    question_only_answers,
+    score_gqa,
+    score_nlvr2,
+    score_vqa,
+)
 from xlxmert.models.families import build_transformer, load_transformer
 from xlxmert.models.heads import (
     HEADS_DIR,
@@ -180,7 +186,7 @@ def predict(model: TaskModel, data: Encoded, batch_size: int, device: Any = "cpu
 
 
 def score(task: str, predictions: list[Any], split: TaskSplit) -> dict[str, Any]:
-    """The benchmark's scores of ``predictions`` on ``split`` (:mod:`xlxmert.evaluation.tasks`)."""
+    """The benchmark's scores of ``predictions`` on ``split`` (:mod:`xlxmert.evaluation.metrics.tasks`)."""
     return {"vqa": score_vqa, "gqa": score_gqa, "nlvr2": score_nlvr2}[task](predictions, split.records)
 
 

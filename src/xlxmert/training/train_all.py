@@ -366,7 +366,7 @@ def _assemble(work: Path, out: Path, cfg: TrainAllConfig) -> None:
 
 
 def _eval_suite(work: Path, cfg: TrainAllConfig, progress: bool) -> dict[str, Any]:
-    from xlxmert.evaluation.report import train_suite
+    from xlxmert.evaluation.graders.suite import train_suite
 
     return train_suite(
         work / "data",
@@ -419,6 +419,28 @@ def recipe_hash(config: TrainAllConfig) -> str:
     """12 hex digits naming the recipe's settings (all but its name and how many processes render)."""
     settings = {k: v for k, v in config_to_dict(config).items() if k not in _NOT_HASHED}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def visual_sizes(preset: str) -> dict[str, int]:
+    """The visual sizes of the model ``preset`` builds, which the data decide (the transformer's and
+    the generator's own presets are overridden by the vocabulary at train time): ``grid_size`` N,
+    ``num_clusters`` K and ``feature_dim`` D. A train-all recipe's (``shapes-64``: the shipped
+    model's 8×8 grid of K = 256 words of the backbone's 40-d cell predictions), else the vocabulary
+    preset's (``paper``: 8×8, K = 10000, D = 2048). Benchmarks build their random models with these."""
+    from xlxmert.visual.backbones import ShapesBackboneConfig
+    from xlxmert.visual.vocabulary import VocabularyConfig
+
+    if preset not in TrainAllConfig.PRESETS:
+        vocab = VocabularyConfig.from_preset(preset)
+        return {"grid_size": vocab.grid_size, "num_clusters": vocab.num_clusters, "feature_dim": vocab.dim}
+    recipe = TrainAllConfig.from_preset(preset)
+    vocab = VocabularyConfig.from_preset(recipe.stage_preset)
+    backbone = ShapesBackboneConfig.from_preset(recipe.stage_preset, output=recipe.backbone_output)
+    return {
+        "grid_size": recipe.grid_size or vocab.grid_size,
+        "num_clusters": recipe.vocab_clusters or vocab.num_clusters,
+        "feature_dim": backbone.output_dim,
+    }
 
 
 def _load_marker(work: Path, folder: str) -> dict[str, Any] | None:

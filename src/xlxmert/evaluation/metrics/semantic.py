@@ -23,8 +23,9 @@ import torch
 from xlxmert.data.shapes.facts import caption_is_true, check_caption
 from xlxmert.data.shapes.scene import Scene
 from xlxmert.errors import XLXMERTError
-from xlxmert.evaluation.evaluator import ShapeSceneEvaluator
-from xlxmert.evaluation.rprecision import CATEGORIES, ImageTextMatcher, category_slots, fill_slot
+from xlxmert.evaluation.graders.evaluator import ShapeSceneEvaluator
+from xlxmert.evaluation.graders.matcher import ImageTextMatcher
+from xlxmert.evaluation.negatives import CATEGORIES, category_slots, fill_slot
 from xlxmert.utils.seeding import numpy_rng
 
 

@@ -1,7 +1,7 @@
-"""Training the R-precision matcher (:class:`~xlxmert.evaluation.rprecision.ImageTextMatcher`).
+"""Training the R-precision matcher (:class:`~xlxmert.evaluation.graders.matcher.ImageTextMatcher`).
 
 Contrastive: each image's caption against captions of the batch's other images and one-word swaps
-of its own caption that are false of its scene (``rprecision.hard_negative_pool``). A killed run
+of its own caption that are false of its scene (``negatives.hard_negative_pool``). A killed run
 resumes exactly from the checkpoints in ``out/checkpoints`` (utils.checkpoint).
 """
 
@@ -20,15 +20,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from xlxmert.errors import XLXMERTError
-from xlxmert.evaluation.rprecision import (
-    SPECIAL_TOKENS,
-    ImageTextMatcher,
-    MatcherConfig,
-    _is_false,
-    hard_negative_pool,
-    tokenize,
-    world_words,
-)
+from xlxmert.evaluation.graders.matcher import SPECIAL_TOKENS, ImageTextMatcher, MatcherConfig
+from xlxmert.evaluation.negatives import _is_false, hard_negative_pool, tokenize, world_words
 from xlxmert.evaluation.split import EvalExample, images_uint8, load_example_images, load_examples, to_float
 from xlxmert.utils.checkpoint import CHECKPOINT_DIR, LoopCheckpoints
 from xlxmert.utils.config import config_to_dict

@@ -6,43 +6,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from PIL import Image
-
-from xlxmert.data.images import load_image, pil_to_tensor
+from xlxmert.data.images import load_image
 from xlxmert.errors import XLXMERTError
-from xlxmert.evaluation.evaluator import (
+from xlxmert.evaluation.graders.evaluator import (
     EvaluatorConfig,
     EvaluatorTrainingConfig,
     ShapeSceneEvaluator,
     evaluator_accuracy,
     train_evaluator,
 )
-from xlxmert.evaluation.matcher_training import MatcherTrainingConfig, train_matcher
-from xlxmert.evaluation.rprecision import ImageTextMatcher, MatcherConfig, r_precision
-from xlxmert.evaluation.split import EvalExample, load_examples
-from xlxmert.utils.seeding import numpy_rng
-
-
-def choose_captions(examples: Sequence[EvalExample], seed: int) -> list[str]:
-    """One caption per image, drawn with ``seed`` (the same for every row and model)."""
-    rng = numpy_rng(seed)
-    out = []
-    for ex in examples:
-        if not ex.captions:
-            raise XLXMERTError(f"image {ex.image_id} has no caption")
-        out.append(ex.captions[int(rng.integers(len(ex.captions)))])
-    return out
-
-
-def stack_images(images: Sequence[Image.Image]) -> torch.Tensor:
-    return torch.stack([pil_to_tensor(img) for img in images])
-
+from xlxmert.evaluation.graders.matcher import ImageTextMatcher, MatcherConfig
+from xlxmert.evaluation.graders.matcher_training import MatcherTrainingConfig, train_matcher
+from xlxmert.evaluation.metrics.rprecision import r_precision
+from xlxmert.evaluation.split import choose_captions, load_examples, stack_images
 
 EVALUATOR_SUBDIR = "evaluator"
 MATCHER_SUBDIR = "matcher"

@@ -1,12 +1,5 @@
-"""R-precision (paper §6.1, appendix E.1) scored by an independent image–text matching surrogate.
-
-Given an image, the caption it should show and negatives, R-precision is the share of images for
-which the surrogate ranks the true caption first:
-
-- *easy*: against 99 captions of other images;
-- *hard*: against 9 captions that each swap ONE category word (shape, colour, number,
-  position/relation) for another of its category so that the caption becomes false of the scene
-  (:func:`hard_negatives`, checked with ``facts.check_caption``).
+"""The image–text matching surrogate that grades R-precision and semantic accuracy (paper §6.1,
+appendix E.1).
 
 The paper used ViLBERT as a surrogate independent of X-LXMERT. Here :class:`ImageTextMatcher`
 plays that part: a residual CNN (the ShapeScenes evaluator's, never X-LXMERT's backbone) and a small
@@ -17,154 +10,22 @@ word vocabulary, and never used to train the evaluated models.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from xlxmert.data.shapes import world
-from xlxmert.data.shapes.facts import check_caption
-from xlxmert.data.shapes.scene import Scene
 from xlxmert.errors import XLXMERTError
-from xlxmert.evaluation.evaluator import ResidualCNN
+from xlxmert.evaluation.graders.evaluator import ResidualCNN
+from xlxmert.evaluation.negatives import tokenize
 from xlxmert.utils.config import PresetConfig
-from xlxmert.utils.seeding import numpy_rng
 from xlxmert.utils.weights import PretrainedMixin
 
-CATEGORIES: tuple[str, ...] = ("shape", "color", "number", "position")
-
-# The words of each category, as units a swap replaces. Number words are those that take a plural
-# noun (two..four), so a swap never has to change the noun; positions are whole phrases (a region
-# phrase is swapped for another region phrase, a relation for another relation).
-_SHAPE_SINGULAR = tuple(world.SHAPES)
-_SHAPE_PLURAL = tuple(world.PLURALS[s] for s in world.SHAPES)
-_NUMBERS = ("two", "three", "four")
-_REGION_PHRASES = tuple(world.REGIONS.values())
-_RELATIONS = tuple(world.RELATIONS)
-
-
-@dataclass(frozen=True)
-class Slot:
-    """A category word (or position phrase) of a caption: tokens ``[start, end)``."""
-
-    start: int
-    end: int
-    text: str
-    category: str
-    alternatives: tuple[str, ...]  # every filler of the same kind, the original included
-
-
-def tokenize(caption: str) -> list[str]:
-    """Lower-case words; listing commas are tokens of their own."""
-    return re.sub(r",", " , ", caption.lower()).split()
-
-
-def detokenize(tokens: Sequence[str]) -> str:
-    return " ".join(tokens).replace(" , ", ", ")
-
-
-def _phrase_table() -> list[tuple[tuple[str, ...], str, tuple[str, ...]]]:
-    table = []
-    for group, category in (
-        (_REGION_PHRASES, "position"),
-        (_RELATIONS, "position"),
-        (_SHAPE_SINGULAR, "shape"),
-        (_SHAPE_PLURAL, "shape"),
-        (tuple(world.COLORS), "color"),
-        (_NUMBERS, "number"),
-    ):
-        for phrase in group:
-            table.append((tuple(phrase.split()), category, group))
-    # Longest first, so "to the left of" wins over any shorter phrase sharing its words.
-    table.sort(key=lambda row: -len(row[0]))
-    return table
-
-
-_PHRASES = _phrase_table()
-
-
-def category_slots(caption: str) -> list[Slot]:
-    """The caption's category words and phrases, left to right."""
-    tokens = tokenize(caption)
-    slots = []
-    i = 0
-    while i < len(tokens):
-        for words, category, group in _PHRASES:
-            if tuple(tokens[i : i + len(words)]) == words:
-                slots.append(Slot(i, i + len(words), " ".join(words), category, group))
-                i += len(words)
-                break
-        else:
-            i += 1
-    return slots
-
-
-def fill_slot(caption: str, slot: Slot, filler: str) -> str:
-    """``caption`` with ``slot`` replaced by ``filler``; an ``a``/``an`` right before it is made to agree."""
-    tokens = tokenize(caption)
-    new = tokens[: slot.start] + filler.split() + tokens[slot.end :]
-    if slot.start > 0 and new[slot.start - 1] in ("a", "an"):
-        new[slot.start - 1] = world.article(new[slot.start])
-    return detokenize(new)
-
-
-def _is_false(caption: str, scene: Scene) -> bool:
-    n_true, n_total = check_caption(caption, scene)
-    return n_total > 0 and n_true < n_total
-
-
-def hard_negative_pool(caption: str, scene: Scene, category: str | None = None) -> list[str]:
-    """Every caption made by swapping one category word of ``caption`` that is false of ``scene``."""
-    pool = []
-    for slot in category_slots(caption):
-        if category is not None and slot.category != category:
-            continue
-        for filler in slot.alternatives:
-            if filler == slot.text:
-                continue
-            candidate = fill_slot(caption, slot, filler)
-            if candidate not in pool and _is_false(candidate, scene):
-                pool.append(candidate)
-    return pool
-
-
-def hard_negatives(
-    caption: str, scene: Scene, rng: np.random.Generator, n: int = 9, category: str | None = None
-) -> list[str]:
-    """``n`` hard negatives of ``caption`` (one category word swapped, false of ``scene``).
-
-    Drawn without repetition while the pool lasts, then with; ``[]`` when no swap is false (e.g. a
-    caption without category words). ``category`` restricts the swaps to one of CATEGORIES.
-    """
-    if category is not None and category not in CATEGORIES:
-        raise XLXMERTError(f"unknown category {category!r}; choose one of {', '.join(CATEGORIES)}")
-    pool = hard_negative_pool(caption, scene, category)
-    if not pool:
-        return []
-    if len(pool) >= n:
-        idx = rng.choice(len(pool), size=n, replace=False)
-    else:
-        idx = np.concatenate([np.arange(len(pool)), rng.choice(len(pool), size=n - len(pool), replace=True)])
-    return [pool[int(i)] for i in idx]
-
-
-# ---------------------------------------------------------------------- the matching surrogate
 SPECIAL_TOKENS = ("[PAD]", "[CLS]", "[UNK]")
-
-
-def world_words() -> tuple[str, ...]:
-    """Every word a ShapeScenes caption may use that the vocabulary must know even if unseen."""
-    words: set[str] = set(_SHAPE_SINGULAR) | set(_SHAPE_PLURAL) | set(world.COLORS) | set(_NUMBERS)
-    for phrase in (*_REGION_PHRASES, *_RELATIONS, *(p.phrase for p in world.PLACES.values())):
-        words.update(phrase.split())
-    words.update({"a", "an", "and", ",", "small", "large", "shapes", "shape", "one"})
-    return tuple(sorted(words))
 
 
 @dataclass(frozen=True)
@@ -258,8 +119,9 @@ class ImageTextMatcher(PretrainedMixin, nn.Module):
     A caption becomes ``[CLS]`` + word tokens (word + position embeddings, ``layers`` caption-only
     self-attention layers, computed once per caption). A pair then goes through ``fusion_layers``
     :class:`FusionLayer` s, in which the words attend to the image cells; the ``[CLS]`` token's
-    final state is mapped to the score. Trained against one-word swaps (:func:`hard_negative_pool`),
-    the score has to bind colour to shape and check relations, positions and counts.
+    final state is mapped to the score. Trained against one-word swaps
+    (:func:`~xlxmert.evaluation.negatives.hard_negative_pool`), the score has to bind colour to shape
+    and check relations, positions and counts.
     """
 
     config_class = MatcherConfig
@@ -397,77 +259,3 @@ class ImageTextMatcher(PretrainedMixin, nn.Module):
             ]
         )
         return out.view(len(captions), k)
-
-
-# ---------------------------------------------------------------------- R-precision
-def _rank_first(scores: torch.Tensor) -> torch.Tensor:
-    """BoolTensor[B]: column 0 strictly beats every other column (ties count as misses)."""
-    return scores[:, 0] > scores[:, 1:].max(dim=1).values
-
-
-@torch.no_grad()
-def r_precision(
-    matcher: ImageTextMatcher,
-    images: torch.Tensor,
-    captions: Sequence[str],
-    scenes: Sequence[Scene],
-    seed: int = 0,
-    easy_negatives: int = 99,
-    hard_count: int = 9,
-    batch_size: int = 16,
-    progress: bool = False,
-    return_hits: bool = False,
-) -> dict[str, Any]:
-    """R-precision of ``images: FloatTensor[B, 3, H, W] in [-1, 1]`` for ``captions`` (one per image).
-
-    ``scenes[i]`` is the scene ``captions[i]`` describes: hard negatives must be false of it. Easy
-    negatives are captions of the *other* entries (``captions`` is also the pool), so B should be
-    at least 100 for the paper's 1-in-100 setting (fewer distinct negatives are repeated).
-    Returns ``easy``, ``hard`` (swaps of any category) and ``hard_<category>`` (None where no caption
-    has a swap of that category), plus ``n_hard_<category>`` counts. ``return_hits`` adds each
-    image's outcome, ``easy_hits`` and ``hard_hits`` (lists of n bools; None where an image's caption
-    has no hard negative), for resampling (e.g. bootstrap intervals).
-    """
-    n = len(captions)
-    if images.shape[0] != n or len(scenes) != n:
-        raise XLXMERTError(f"r_precision: {images.shape[0]} images, {n} captions, {len(scenes)} scenes")
-    if n < 2:
-        raise XLXMERTError("R-precision needs at least 2 images (easy negatives come from other images)")
-    rng = numpy_rng(seed)
-    easy_rows, hard_rows = [], {c: [] for c in (None, *CATEGORIES)}
-    for i, caption in enumerate(captions):
-        others = [j for j in range(n) if captions[j] != caption]
-        if not others:
-            others = [j for j in range(n) if j != i]
-        pick = rng.choice(others, size=easy_negatives, replace=len(others) < easy_negatives)
-        easy_rows.append([caption, *(captions[int(j)] for j in pick)])
-        for category in hard_rows:
-            negatives = hard_negatives(caption, scenes[i], rng, hard_count, category)
-            if negatives:
-                hard_rows[category].append((i, [caption, *negatives]))
-    result: dict[str, float | None] = {}
-    hits = []
-    for s in tqdm(range(0, n, batch_size), desc="R-precision", disable=not progress):
-        hits.append(_rank_first(matcher.score(images[s : s + batch_size], easy_rows[s : s + batch_size])))
-    result["easy"] = float(torch.cat(hits).float().mean())
-    if return_hits:
-        result["easy_hits"] = torch.cat(hits).tolist()
-    for category, rows in hard_rows.items():
-        key = "hard" if category is None else f"hard_{category}"
-        if not rows:
-            result[key] = None
-            result[f"n_{key}"] = 0
-            continue
-        hits = []
-        for s in range(0, len(rows), batch_size):
-            chunk = rows[s : s + batch_size]
-            idx = torch.tensor([i for i, _ in chunk])
-            hits.append(_rank_first(matcher.score(images[idx], [r for _, r in chunk])))
-        result[key] = float(torch.cat(hits).float().mean())
-        result[f"n_{key}"] = len(rows)
-        if return_hits and category is None:
-            per_image: list[bool | None] = [None] * n
-            for (i, _), hit in zip(rows, torch.cat(hits).tolist()):
-                per_image[i] = hit
-            result["hard_hits"] = per_image
-    return result

@@ -2,7 +2,7 @@
 
 The paper computes both with Inception-v3 on COCO. On ShapeScenes an ImageNet network says little
 about shapes on flat backgrounds, so the default feature space is the ShapeScenes evaluator's
-(:mod:`xlxmert.evaluation.evaluator`): its penultimate features for FID and its class logits for
+(:mod:`xlxmert.evaluation.graders.evaluator`): its penultimate features for FID and its class logits for
 IS. Both metrics are torchmetrics' own implementations given a custom feature module.
 
 Real images (COCO): torchmetrics' bundled Inception-v3 needs ``torch-fidelity`` (which we must not
