@@ -23,7 +23,6 @@ from xlxmert.models.heads import (
     init_from_qa_head,
     soft_score_loss,
 )
-from xlxmert.models.transformer import XLxmertForPreTraining
 from xlxmert.training.finetune import FinetuneConfig, finetune
 from xlxmert.training.finetune_data import load_task_split
 from xlxmert.utils.model_folder import read_model_index
