@@ -40,7 +40,7 @@ chunk_size top_k num_captions sweeps num_train generator_steps eval_n grid_size 
 pretrain_batch_size workers data_workers eval_steps evaluator_steps matcher_steps image_size
 feature_dim size keep_checkpoints max_length sample_size epochs max_train max_eval answer_min_count
 stop_after pretrain_steps max_concurrent max_caption_chars max_upload_mb output_size num_eval
-tokenizer_vocab_size backbone_steps vocab_sample_size generator_batch_size n_boot set_boot
+tokenizer_vocab_size backbone_steps vocab_sample_size generator_batch_size n_boot set_boot num_clusters nredo
 timing_images finetune_epochs finetune_batch_size finetune_max_train num_samples hidden_size
 num_attention_heads intermediate_size l_layers r_layers x_layers max_text_length""".split()
 

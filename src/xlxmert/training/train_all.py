@@ -244,33 +244,12 @@ class TrainAllConfig(PresetConfig):
         return "shapes-64" if self.preset == "tiny" else self.preset
 
 
-# Config fields that ``xlxmert train-all`` exposes as flags (kept here so a model card can print
-# the exact command).
+# Config fields that ``xlxmert train-all`` exposes as flags (generated from the fields by
+# xlxmert.cli.options; kept here so a model card can print the exact command).
 CLI_FLAGS = {
-    "seed": "--seed",
-    "backbone_output": "--backbone-output",
-    "grid_size": "--grid-size",
-    "vocab_clusters": "--vocab-clusters",
-    "pretrain_batch_size": "--pretrain-batch-size",
-    "pretrain_lr": "--pretrain-lr",
-    "full_mask_prob": "--full-mask-prob",
-    "ccc_class_balance": "--ccc-class-balance",
-    "task_ratio": "--task-ratio",
-    "position_frequencies": "--position-frequencies",
-    "architecture": "--architecture",
-    "caption_dropout": "--caption-dropout",
-    "standardize_features": "--standardize-features",
-    "standardize_ccc_output": "--standardize-ccc-output",
-    "eval_sampler": "--eval-sampler",
-    "eval_steps": "--eval-steps",
-    "eval_temperature": "--eval-temperature",
-    "eval_anneal": "--eval-anneal",
-    "eval_guidance_scale": "--eval-guidance-scale",
-    "num_train": "--num-train",
-    "generator_steps": "--generator-steps",
-    "pretrain_steps": "--pretrain-steps",
-    "eval_n": "--eval-n",
-    "data_workers": "--data-workers",
+    f.name: "--" + f.name.replace("_", "-")
+    for f in dataclasses.fields(TrainAllConfig)
+    if f.name not in ("preset", "continuations")
 }
 
 
