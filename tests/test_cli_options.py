@@ -82,6 +82,11 @@ def test_generated_flags_reach_the_configs_and_unset_ones_keep_the_preset(built,
     recipe = built["train_all"]
     assert (recipe.vocab_clusters, recipe.generator_bf16, recipe.eval_sampler) == (32, False, "tl-br")
     assert (recipe.preset, recipe.pretrain_steps, recipe.num_train) == ("tiny", 6, 64)
+    # "none" sets a field that may be None; the model card's command spells it so
+    changed = xlxmert.training.train_all.TrainAllConfig.from_preset("tiny", vocab_sample_size=None, seed=3)
+    assert "--vocab-sample-size None" in changed.command("m")
+    assert main(changed.command(str(tmp_path / "m")).split()[1:]) == 0
+    assert built["train_all"] == changed
 
     assert main(["finetune", "--task", "gqa", "--model", "m", "--data", "d", "--out", "o", "--epochs",
                  "2", "--from-scratch", "--weight-decay", "0.2"]) == 0  # fmt: skip

@@ -191,6 +191,16 @@ def _parse_scalar(kind: type, dest: str) -> Callable[[str], Any]:
     return checked_number(kind, dest) if kind in (int, float) else kind
 
 
+def _or_none(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse``, or None for ``none`` (a field that may be None)."""
+
+    def parse_or_none(text: str) -> Any:
+        return None if text.lower() == "none" else parse(text)
+
+    parse_or_none.__name__ = parse.__name__
+    return parse_or_none
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
@@ -311,7 +321,11 @@ def add_config_flags(
         elif shape is not None:
             kwargs.update(action=_Sequence, nargs="+", metavar=meta.get("metavar", name.upper()))
         else:
-            kwargs.update(type=_parse_scalar(hint, name), choices=spec.choices, metavar=meta.get("metavar"))
+            parse = _parse_scalar(hint, name)
+            kwargs.update(type=_or_none(parse) if optional else parse, metavar=meta.get("metavar"))
+            if spec.choices is not None:
+                kwargs.update(choices=spec.choices + ((None,) if optional else ()))
+                kwargs["metavar"] = kwargs["metavar"] or "{" + ",".join(map(str, spec.choices)) + "}"
         action = group.add_argument(flag, **kwargs)
         if shape is not None:
             action.shape = shape
