@@ -130,6 +130,7 @@ def test_config_file_sits_between_the_preset_and_the_flags(built, tmp_path):
         ({"lr": True}, "lr must be a float"),
         ({"qa": 1}, "qa must be a bool"),
         ({"task_ratio": [1, 1]}, "task_ratio must be a list of 3 ints"),
+        ({"task_ratio": [0, 0, 0]}, "task_ratio must be three whole numbers V,T,M with a positive sum"),
         ({"visual_masking": "gaussian"}, "visual_masking must be one of uniform, bernoulli"),
         ({"steps": None}, "steps must not be null"),
         ([1, 2], "must hold a JSON object"),
@@ -193,6 +194,7 @@ def test_help_shows_the_presets_effective_defaults(capsys):
 
 
 def test_tuple_flags_check_their_values(capsys, tmp_path):
-    for bad, message in ((["1,1"], "needs 3 values"), (["1,-1,1"], "must be a whole number ≥ 0")):
+    cases = [(["1,1"], "needs 3 values"), (["1,-1,1"], "≥ 0"), (["0", "0,0"], "with a positive sum")]
+    for bad, message in cases:
         code, _, err = _run(capsys, PRETRAIN + ["--out", str(tmp_path / "r"), "--task-ratio", *bad])
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1

@@ -69,6 +69,11 @@ RANGES: dict[str, tuple[float, float, bool]] = {
     "wait_timeout": (0.0, 86400.0, True),
 }
 
+# tuple option dest -> (check of the whole value, what it must be)
+SEQUENCE_CHECKS: dict[str, tuple[Callable[[tuple], bool], str]] = {
+    "task_ratio": (lambda ratio: sum(ratio) > 0, "three whole numbers V,T,M with a positive sum"),
+}
+
 
 def checked_number(kind: type, dest: str) -> Callable[[str], float | int]:
     """An argparse ``type`` parsing ``kind`` (int or float) in the range :data:`RANGES` gives ``dest``."""
@@ -220,9 +225,13 @@ class _Sequence(argparse.Action):
                 self, f"needs {length} values, got {len(items)}: {' '.join(values)!r}"
             )
         try:
-            setattr(namespace, self.dest, tuple(_parse_scalar(kind, self.dest)(item) for item in items))
+            value = tuple(_parse_scalar(kind, self.dest)(item) for item in items)
         except argparse.ArgumentTypeError as exc:
             raise argparse.ArgumentError(self, str(exc)) from None
+        check, what = SEQUENCE_CHECKS.get(self.dest, (None, ""))
+        if check is not None and not check(value):
+            raise argparse.ArgumentError(self, f"must be {what}, got {' '.join(values)!r}")
+        setattr(namespace, self.dest, value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,7 +253,11 @@ class _Field:
         if shape is not None:
             if not isinstance(value, list) or (shape[1] is not None and len(value) != shape[1]):
                 raise ValueError(f"must be a list of {shape[1] or 'any number of'} {shape[0].__name__}s")
-            return tuple(self._scalar(shape[0], v) for v in value)
+            value = tuple(self._scalar(shape[0], v) for v in value)
+            check, what = SEQUENCE_CHECKS.get(self.name, (None, ""))
+            if check is not None and not check(value):
+                raise ValueError(f"must be {what}, got {list(value)}")
+            return value
         return self._scalar(self.hint, value)
 
     def _scalar(self, kind: type, value: Any) -> Any:
