@@ -198,3 +198,14 @@ def test_tuple_flags_check_their_values(capsys, tmp_path):
     for bad, message in cases:
         code, _, err = _run(capsys, PRETRAIN + ["--out", str(tmp_path / "r"), "--task-ratio", *bad])
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_flag_written_by_hand_is_not_generated_again():
+    from xlxmert.cli.options import add_config_flags, config_values
+    from xlxmert.training.pretrain import PretrainConfig
+
+    parser = OneLineParser(prog="x")
+    parser.add_argument("--seed", type=int, nargs="+", default=[0])
+    add_config_flags(parser, "xlxmert.training.pretrain.PretrainConfig", preset=None)
+    args = parser.parse_args(["--seed", "3", "4", "--steps", "5"])
+    assert args.seed == [3, 4] and config_values(args, PretrainConfig) == {"steps": 5}

@@ -18,8 +18,6 @@ from pathlib import Path
 
 from xlxmert.cli.options import add_config_flags, config_values, log_config
 
-SAMPLER_NAMES = ("mask-predict", "tl-br", "random", "easy-first")
-
 
 def _evaluation_dir(args: argparse.Namespace) -> Path:
     return Path(args.evaluator) if args.evaluator else Path(args.data) / "evaluation"

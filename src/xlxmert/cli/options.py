@@ -303,7 +303,8 @@ def add_config_flags(
     """One flag per field of the dataclass ``cls`` (``only`` those, in that order; not ``skip``;
     ``flags`` renames some), shown in the help group ``title``. ``preset`` is the option whose
     value picks ``cls.PRESETS`` for the help's effective defaults (None: the field defaults only).
-    Fields of types a flag cannot hold (nested configs) are left out. Adds ``--config FILE.json``
+    Fields of types a flag cannot hold (nested configs), and those whose flag the command writes
+    itself, are left out. Adds ``--config FILE.json``
     once per parser. Read the values with :func:`config_values`. ``cls`` may be named
     (``"module.Class"``): the flags are then added when the parser is first used."""
     if isinstance(cls, str):
@@ -325,9 +326,11 @@ def add_config_flags(
         shape = _shape(hint)
         if hint not in _SCALARS and shape is None:
             continue
+        flag = (flags or {}).get(name, "--" + name.replace("_", "-"))
+        if flag in parser._option_string_actions:  # written by hand: that flag is the field's
+            continue
         meta = field.metadata
         spec = _Field(name, hint, optional, tuple(meta["choices"]) if "choices" in meta else None)
-        flag = (flags or {}).get(name, "--" + name.replace("_", "-"))
         kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS}
         if hint is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
