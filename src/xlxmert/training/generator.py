@@ -240,25 +240,15 @@ def batch_indices(step: int, batch_size: int, num_items: int, seed: int) -> torc
 
 @dataclass(frozen=True)
 class GeneratorTrainConfig:
-    """Generator training (paper appendix D.4). The generator's D and N come from the vocabulary.
+    """Generator training (paper appendix D.4). The generator's D and N come from the vocabulary;
+    ``channels`` and ``spade_hidden`` override the widths of its ``preset``."""
 
-    ``preset``: the generator architecture preset (``shapes-64`` or ``paper``); ``channels`` and
-    ``spade_hidden`` override its widths. ``perceptual``: a backbone folder for the perceptual loss
-    (default: the vocabulary's own ``backbone/``). ``bf16``: bfloat16 autocast; ``channels_last``:
-    NHWC memory layout (same maths, faster convs on CPU).
-    """
-
-    output_size: int = field(
-        default=64, metadata={"help": "output image size", "choices": (16, 32, 64, 128, 256)}
-    )
+    output_size: int = field(default=64, metadata={"help": "image side", "choices": (16, 32, 64, 128, 256)})
     preset: str = field(
-        default="shapes-64",
-        metadata={"help": "architecture widths (GeneratorConfig preset)", "choices": ("shapes-64", "paper")},
+        default="shapes-64", metadata={"help": "G's widths", "choices": ("shapes-64", "paper")}
     )
     channels: int | None = field(default=None, metadata={"help": "generator width (none: the preset's)"})
-    spade_hidden: int | None = field(
-        default=None, metadata={"help": "SPADE hidden width (none: the preset's)"}
-    )
+    spade_hidden: int | None = field(default=None, metadata={"help": "SPADE width (none: the preset's)"})
     discriminator_channels: int = field(default=64, metadata={"help": "discriminator width"})
     split: str = field(default="train", metadata={"help": "training split"})
     eval_split: str = field(default="val", metadata={"help": "held-out split for the reconstruction report"})
@@ -278,14 +268,9 @@ class GeneratorTrainConfig:
     num_samples: int = field(default=8, metadata={"help": "images per sample sheet"})
     seed: int = field(default=0, metadata={"help": "random seed"})
     bf16: bool = field(default=False, metadata={"help": "bfloat16 autocast"})
-    channels_last: bool = field(
-        default=True, metadata={"help": "NHWC memory layout (same maths, faster convs on CPU)"}
-    )
+    channels_last: bool = field(default=True, metadata={"help": "NHWC layout (faster convs on CPU)"})
     perceptual: str | None = field(
-        default=None,
-        metadata={
-            "help": "perceptual-loss network folder (none: VOCAB/backbone; a local ResNet-50 for real images)"
-        },
+        default=None, metadata={"help": "perceptual network (none: VOCAB/backbone)"}
     )
     device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
 
