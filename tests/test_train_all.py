@@ -71,10 +71,10 @@ def test_train_all_tiny_end_to_end(tmp_path, capsys):
     card = (out / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: xlxmert\n")
     assert (
-        f"xlxmert train-all --preset tiny --out {out.as_posix()} --full-mask-prob 0.2 "
-        "--ccc-class-balance 0.5 --position-frequencies 2 "
-        "--caption-dropout 0.2 --standardize-ccc-output --eval-sampler mask-predict "
-        "--eval-steps 3 --eval-temperature 2.0 --eval-anneal --eval-guidance-scale 2.0"
+        f"xlxmert train-all --preset tiny --out {out.as_posix()} --standardize-ccc-output "
+        "--caption-dropout 0.2 --full-mask-prob 0.2 --ccc-class-balance 0.5 --position-frequencies 2 "
+        "--eval-sampler mask-predict --eval-steps 3 --eval-temperature 2.0 --eval-anneal "
+        "--eval-guidance-scale 2.0"
     ) in card
     # Continuation runs start from the previous run and take their own settings; the model folder
     # holds the last one's transformer and names the recipe.

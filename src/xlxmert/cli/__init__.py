@@ -3,18 +3,22 @@
 Each command group lives in its own module with a ``register(subparsers)`` function that adds its
 sub-parser(s) and sets ``func`` (taking the parsed namespace, returning an exit code or None).
 Argument namespaces stop here: command functions turn them into configs and call the library.
+Flags that mirror a config dataclass are generated from it (:func:`xlxmert.cli.options.add_config_flags`);
+every command has ``-q/--quiet`` and ``-v/--verbose``, which set the level of the ``xlxmert`` logger.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import logging
 import os
 import sys
 import warnings
 from collections.abc import Sequence
 
-from xlxmert.cli.options import check_numbers
+from xlxmert.cli.options import OneLineParser, add_verbosity, check_numbers, configure_logging
 from xlxmert.errors import XLXMERTError
 
 # Order = order in ``xlxmert --help`` (the pipeline's order).
@@ -34,13 +38,6 @@ COMMAND_MODULES = (
 )
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a usage error on a single stderr line (exit 2)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     from xlxmert import __version__
 
@@ -53,7 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     check_numbers(parser)  # finite numbers, in range, for every command (cli.options)
+    _add_verbosity(sub)
     return parser
+
+
+def _add_verbosity(subparsers: argparse._SubParsersAction) -> None:
+    """``-q``/``-v`` on every command (each parser without sub-commands of its own)."""
+    for parser in set(subparsers.choices.values()):
+        inner = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if inner:
+            _add_verbosity(inner[0])
+        else:
+            add_verbosity(parser)
 
 
 def _one_line_warnings(show):
@@ -69,6 +77,15 @@ def _one_line_warnings(show):
     return one_line
 
 
+def _bars_with_logging(args: argparse.Namespace):
+    """Log lines printed above the progress bars instead of through them."""
+    if getattr(args, "quiet", False):
+        return contextlib.nullcontext()
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    return logging_redirect_tqdm(loggers=[logging.getLogger("xlxmert")])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``xlxmert`` console script; returns the exit code."""
     parser = build_parser()
@@ -76,8 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
         return 2
+    configure_logging(args)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _bars_with_logging(args):
             warnings.showwarning = _one_line_warnings(warnings.showwarning)
             code = args.func(args)
     except XLXMERTError as exc:

@@ -12,7 +12,13 @@ def _shapes(args: argparse.Namespace) -> int:
     from xlxmert.data.shapes.generate import generate_split
 
     split_dir = generate_split(
-        args.out, args.split, args.n, size=args.size, seed=args.seed, workers=args.workers, progress=True
+        args.out,
+        args.split,
+        args.n,
+        size=args.size,
+        seed=args.seed,
+        workers=args.workers,
+        progress=not args.quiet,
     )
     print(f"wrote {args.n} {args.split} scenes ({args.size}px) to {split_dir}")
     return 0

@@ -16,10 +16,8 @@ import json
 import sys
 from pathlib import Path
 
-from xlxmert.cli.options import add_quiet
+from xlxmert.cli.options import add_config_flags, config_values, log_config
 from xlxmert.cli.paint import _device
-
-SAMPLER_NAMES = ("mask-predict", "tl-br", "random", "easy-first")
 
 
 def _evaluation_dir(args: argparse.Namespace) -> Path:
@@ -67,19 +65,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     models = [Path(args.model) if args.model else default_model_dir(), *map(Path, args.compare or [])]
     config = EvaluationConfig(
-        split=args.split,
-        n=args.n,
         metrics=parse_metrics(args.metrics),
-        sampler=args.sampler,
-        steps=args.steps,
-        temperature=args.temperature,
-        anneal=args.anneal,
-        guidance_scale=args.guidance_scale,
         seed=args.seed[0],
-        batch_size=args.batch_size,
-        feature_network=args.feature_network,
         device=str(_device(args.device)),
+        **config_values(args, EvaluationConfig),
     )
+    log_config(config)
     out, progress = Path(args.out), not args.quiet
     if len(args.seed) > 1:
         evaluate_seeds(models, args.data, _evaluation_dir(args), out, config, args.seed, progress)
@@ -135,27 +126,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--compare", nargs="+", metavar="DIR", help="more model folders, as more rows of the table"
     )
     ev.add_argument("--data", required=True, help="ShapeScenes data root (holds SPLIT/)")
-    ev.add_argument("--split", default="test")
     ev.add_argument("--evaluator", metavar="EVAL_DIR", help="evaluation networks (default: DATA/evaluation)")
     ev.add_argument(
         "--metrics",
         default="all",
         help="'all' or a comma list of fid,is,r-precision,semantic,facts,vqa,gqa,nlvr2,captioning",
-    )
-    ev.add_argument("--sampler", default="mask-predict", choices=SAMPLER_NAMES)
-    ev.add_argument(
-        "--steps",
-        type=_positive,
-        default=None,
-        help="sampling steps, Mask-Predict-K: K (default: 4 for mask-predict, else one per grid cell)",
-    )
-    ev.add_argument("--temperature", type=float, default=0.0, help="0 = argmax (the paper); > 0 samples ids")
-    ev.add_argument("--anneal", action="store_true", help="decay the temperature linearly to 0")
-    ev.add_argument(
-        "--guidance-scale", type=float, default=1.0, help="classifier-free guidance (1 = none, the paper)"
-    )
-    ev.add_argument(
-        "--n", type=_positive, default=500, help="number of split images to evaluate (default 500)"
     )
     ev.add_argument(
         "--seed",
@@ -166,15 +141,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="draws the captions, the sampling and the negatives; several seeds: one evaluation per "
         "seed in OUT/seed-S/ and their mean in OUT/ (how the quality bar is read)",
     )
-    ev.add_argument("--batch-size", type=_positive, default=16)
     ev.add_argument("--device", default="cpu", help="where the models run: cpu (default), cuda or cuda:N")
     ev.add_argument("--out", required=True, help="output folder (results.json, table.md, figure.png, caches)")
-    ev.add_argument(
-        "--feature-network",
-        metavar="FILE.pt2",
-        help="a torch.export'ed feature network (e.g. Inception-v3 with the FID weights) for an extra FID",
+    add_config_flags(
+        ev,
+        "xlxmert.evaluation.report.EvaluationConfig",
+        skip=("metrics", "seed", "device"),
+        preset=None,
+        title="EvaluationConfig",
     )
-    add_quiet(ev)
     ev.set_defaults(func=_evaluate)
 
     cap = subparsers.add_parser(
@@ -189,7 +164,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cap.add_argument("--gibbs-length", default="12", help="the Gibbs row's caption length (or auto)")
     cap.add_argument("--batch-size", type=_positive, default=16)
     cap.add_argument("--out", required=True, help="output folder (results.json, table.md, captions.json)")
-    add_quiet(cap)
     cap.set_defaults(func=_evaluate_captions)
 
     group = subparsers.add_parser("evaluator", help="train / check the networks that grade generated images")
@@ -203,7 +177,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--preset", default="shapes-64", choices=("shapes-64", "paper"))
     tr.add_argument("--evaluator-steps", type=_positive, default=3000)
     tr.add_argument("--matcher-steps", type=_positive, default=1000)
-    add_quiet(tr)
     tr.set_defaults(func=_train, evaluator=None)
     ac = sub.add_parser("accuracy", help="report the evaluator's accuracy on original images of a split")
     ac.add_argument("--data", required=True)

@@ -7,30 +7,14 @@ from __future__ import annotations
 
 import argparse
 
-from xlxmert.cli.options import add_quiet
+from xlxmert.cli.options import add_config_flags, config_values, log_config
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    from xlxmert.training.finetune import FinetuneConfig, finetune, with_overrides
+    from xlxmert.training.finetune import FinetuneConfig, finetune
 
-    config = with_overrides(
-        FinetuneConfig(task=args.task),
-        train_split=args.train_split,
-        val_split=args.val_split,
-        test_split=args.test_split,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        head_lr=args.head_lr,
-        warmup_ratio=args.warmup_ratio,
-        seed=args.seed,
-        from_scratch=args.from_scratch or None,
-        max_train=args.max_train,
-        max_eval=args.max_eval,
-        answer_min_count=args.answer_min_count,
-        mixed_precision="bf16" if args.bf16 else None,
-        checkpoint_every=args.checkpoint_every,
-    )
+    config = FinetuneConfig(task=args.task, **config_values(args, FinetuneConfig))
+    log_config(config)
     report = finetune(
         args.model,
         args.data,
@@ -69,24 +53,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="pretrained model folder (with transformer/)")
     p.add_argument("--data", required=True, help="data root (DATA/SPLIT/... or the official files)")
     p.add_argument("--out", required=True, help="output model folder (may equal --model)")
-    p.add_argument("--from-scratch", action="store_true", help="control: same architecture, random init")
-    p.add_argument("--train-split", help="default train")
-    p.add_argument("--val-split", help="validated after each epoch; the best epoch is kept (default val)")
-    p.add_argument("--test-split", help="also score the best epoch on this split")
-    p.add_argument("--epochs", type=int, help="default 3")
-    p.add_argument("--batch-size", type=int, help="default 32")
-    p.add_argument("--lr", type=float, help="the transformer's learning rate (default 5e-5)")
-    p.add_argument("--head-lr", type=float, help="the task head's learning rate (default 5e-4, paper C.6)")
-    p.add_argument("--warmup-ratio", type=float, help="share of updates in linear warm-up (default 0.1)")
-    p.add_argument("--seed", type=int, help="default 0")
-    p.add_argument("--max-train", type=int, help="use the first N training examples")
-    p.add_argument("--max-eval", type=int, help="use the first N validation / test examples")
     p.add_argument(
         "--answers", help="answer vocabulary (JSON list) for VQA/GQA; default: the training answers"
     )
-    p.add_argument("--answer-min-count", type=int, help="default 1 (the paper's VQA vocabulary: 9)")
-    p.add_argument("--bf16", action="store_true", help="bf16 mixed precision (Accelerate)")
-    p.add_argument("--checkpoint-every", type=int, help="updates between checkpoints (default 200)")
+    p.add_argument(
+        "--bf16",
+        dest="mixed_precision",
+        action="store_const",
+        const="bf16",
+        default=argparse.SUPPRESS,
+        help="same as --mixed-precision bf16",
+    )
     p.add_argument("--stop-after", type=int, help="stop after N updates in all (resume by rerunning)")
-    add_quiet(p)
+    add_config_flags(
+        p, "xlxmert.training.finetune.FinetuneConfig", skip=("task",), preset=None, title="FinetuneConfig"
+    )
     p.set_defaults(func=_finetune)

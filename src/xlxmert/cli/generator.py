@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from xlxmert.cli.options import add_quiet
+from xlxmert.cli.options import add_config_flags, config_values, log_config
 from xlxmert.cli.output import check_output_dir
 from xlxmert.errors import XLXMERTError
 
@@ -28,27 +28,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--out", required=True, type=Path, help="run folder (gets generator/, samples/, checkpoints/)"
     )
-    train.add_argument("--size", type=int, default=64, choices=(64, 128, 256), help="output image size")
-    train.add_argument(
-        "--preset", default="shapes-64", choices=("shapes-64", "paper"), help="architecture widths"
+    add_config_flags(
+        train,
+        "xlxmert.training.generator.GeneratorTrainConfig",
+        flags={"output_size": "--size"},
+        preset=None,
+        title="GeneratorTrainConfig",
     )
-    train.add_argument("--split", default="train")
-    train.add_argument("--eval-split", default="val", help="held-out split for the reconstruction report")
-    train.add_argument("--steps", type=int, default=2000)
-    train.add_argument("--batch-size", type=int, default=16)
-    train.add_argument("--sample-every", type=int, default=200)
-    train.add_argument("--checkpoint-every", type=int, default=200)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
-    train.add_argument("--no-channels-last", action="store_true", help="keep NCHW memory layout")
-    train.add_argument(
-        "--perceptual",
-        type=Path,
-        default=None,
-        help="perceptual-loss network folder (default: VOCAB/backbone; a local ResNet-50 for real images)",
-    )
-    train.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    add_quiet(train)
     train.set_defaults(func=_train)
 
     convert = sub.add_parser("convert", help="convert the authors' G_60.pth into a generator folder")
@@ -63,23 +49,10 @@ def _train(args: argparse.Namespace) -> int:
     check_output_dir(args.out, "--out")  # before any work
     from xlxmert.training.generator import GeneratorTrainConfig, train_generator
 
-    if args.perceptual is not None and not args.perceptual.is_dir():
-        raise XLXMERTError(f"--perceptual must be a local folder; {args.perceptual} is not one")
-    config = GeneratorTrainConfig(
-        output_size=args.size,
-        preset=args.preset,
-        split=args.split,
-        eval_split=args.eval_split,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        sample_every=args.sample_every,
-        checkpoint_every=args.checkpoint_every,
-        seed=args.seed,
-        bf16=args.bf16,
-        channels_last=not args.no_channels_last,
-        perceptual=str(args.perceptual) if args.perceptual else None,
-        device=args.device,
-    )
+    config = GeneratorTrainConfig(**config_values(args, GeneratorTrainConfig))
+    if config.perceptual is not None and not Path(config.perceptual).is_dir():
+        raise XLXMERTError(f"--perceptual must be a local folder; {config.perceptual} is not one")
+    log_config(config)
     result = train_generator(args.data, args.vocab, args.out, config, progress=not args.quiet)
     speed = f", {result.images_per_second:.1f} training images/s" if result.history else ""
     print(

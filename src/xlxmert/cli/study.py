@@ -7,21 +7,16 @@ from __future__ import annotations
 
 import argparse
 
-from xlxmert.cli.options import add_quiet
+from xlxmert.cli.options import add_config_flags, config_values, log_config
 
 TABLE_CHOICES = ("table1", "table2", "table3", "table4")
 
 
 def _study(args: argparse.Namespace) -> int:
-    from xlxmert.study.runner import StudyConfig, replace_config, run_table
+    from xlxmert.study.runner import StudyConfig, run_table
 
-    study = replace_config(
-        StudyConfig.from_preset(args.budget),
-        seeds=args.seeds,
-        pretrain_steps=args.pretrain_steps,
-        eval_n=args.eval_n,
-        n_boot=args.n_boot,
-    )
+    study = StudyConfig.from_preset(args.budget, **config_values(args, StudyConfig))
+    log_config(study)
     results = run_table(int(args.table[-1]), args.data, args.out, study, progress=not args.quiet)
     held = sum(c["verdict"] == "held" for c in results["claims"])
     print(
@@ -54,11 +49,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="small: the tiny recipe (a smoke run of minutes); full (default): the shapes-64 recipe, "
         "18500 pretraining steps at batch 128 per model row (the reported budget)",
     )
-    p.add_argument("--seeds", type=int, help="evaluation (and Table 1 fine-tuning) seeds (default 3)")
-    p.add_argument(
-        "--pretrain-steps", type=int, help="pretraining steps per model row (default: the budget's)"
+    add_config_flags(
+        p,
+        "xlxmert.study.runner.StudyConfig",
+        skip=("preset",),
+        preset="budget",
+        title="the budget (StudyConfig)",
     )
-    p.add_argument("--eval-n", type=int, help="test captions per seed (default: the recipe's, 300 for full)")
-    p.add_argument("--n-boot", type=int, help="bootstrap replicates (default: the budget's)")
-    add_quiet(p)
     p.set_defaults(func=_study)

@@ -14,7 +14,7 @@ import argparse
 import time
 from pathlib import Path
 
-from xlxmert.cli.options import add_quiet
+from xlxmert.cli.options import add_config_flags, config_values, log_config
 from xlxmert.cli.output import check_output_dir
 from xlxmert.errors import XLXMERTError
 
@@ -25,8 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train = bsub.add_parser("train", help="train the shapes backbone, supervised per grid cell")
     train.add_argument("--data", required=True, type=Path, help="data root holding train/ (and val/)")
     train.add_argument("--out", required=True, type=Path, help="backbone folder to write")
-    train.add_argument("--preset", default="shapes-64", help="ShapesBackboneConfig preset (shapes-64, paper)")
-    train.add_argument("--feature-dim", type=int, help="grid feature size D (default: the preset's)")
+    train.add_argument(
+        "--preset", default="shapes-64", choices=("shapes-64", "paper"), help="ShapesBackboneConfig preset"
+    )
     train.add_argument("--steps", type=int, default=1500)
     train.add_argument("--batch-size", type=int, default=32)
     train.add_argument("--lr", type=float, default=2e-3)
@@ -34,7 +35,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--val-split", default="val", help="split for the per-cell accuracy report ('' = none)"
     )
-    add_quiet(train)
+    add_config_flags(
+        train,
+        "xlxmert.visual.backbones.ShapesBackboneConfig",
+        only=("feature_dim", "widths"),
+        title="ShapesBackboneConfig",
+    )
     train.set_defaults(func=_backbone_train)
 
     features = subparsers.add_parser("features", help="extract grid features into a feature store")
@@ -70,7 +76,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ext.add_argument("--chunk-size", type=int, default=1024)
     ext.add_argument("--batch-size", type=int, default=32)
     ext.add_argument("--device", default="cpu")
-    add_quiet(ext)
     ext.set_defaults(func=_features_extract)
 
     vocab = subparsers.add_parser("vocab", help="build and apply the visual vocabulary (k-means)")
@@ -79,23 +84,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--features", required=True, type=Path, help="feature store folder")
     build.add_argument("--out", required=True, type=Path, help="vocabulary folder to write")
     build.add_argument(
-        "--preset", default="shapes-64", help="VocabularyConfig preset for defaults (shapes-64, paper)"
+        "--preset", default="shapes-64", choices=("shapes-64", "paper"), help="VocabularyConfig preset"
     )
-    build.add_argument("--k", type=int, help="number of clusters K (default: the preset's)")
-    build.add_argument(
-        "--sample-size", type=int, help="grid vectors k-means trains on (default: the preset's)"
+    add_config_flags(
+        build,
+        "xlxmert.visual.vocabulary.VocabularyConfig",
+        only=("num_clusters", "sample_size", "niter", "nredo", "seed", "balance"),
+        flags={"num_clusters": "--k"},
+        title="VocabularyConfig",
     )
-    build.add_argument("--niter", type=int, help="k-means iterations (default: the preset's, 20)")
-    build.add_argument("--seed", type=int, default=0)
-    build.add_argument(
-        "--balance", choices=("on", "off"), help="balance the k-means sample (default: the preset's)"
-    )
-    add_quiet(build)
     build.set_defaults(func=_vocab_build)
     assign = vsub.add_parser("assign", help="nearest-centroid ids of a feature store → VOCAB/ids/<split>.npy")
     assign.add_argument("--features", required=True, type=Path, help="feature store folder")
     assign.add_argument("--vocab", required=True, type=Path, help="vocabulary folder")
-    add_quiet(assign)
     assign.set_defaults(func=_vocab_assign)
 
     for parser, name in ((backbone, "backbone"), (features, "features"), (vocab, "vocab")):
@@ -116,8 +117,8 @@ def _backbone_train(args: argparse.Namespace) -> int:
     from xlxmert.training.backbone import train_backbone
     from xlxmert.visual.backbones import ShapesBackboneConfig
 
-    overrides = {} if args.feature_dim is None else {"feature_dim": args.feature_dim}
-    config = ShapesBackboneConfig.from_preset(args.preset, **overrides)
+    config = ShapesBackboneConfig.from_preset(args.preset, **config_values(args, ShapesBackboneConfig))
+    log_config(config)
     metrics = train_backbone(
         args.data,
         config,
@@ -192,13 +193,8 @@ def _vocab_build(args: argparse.Namespace) -> int:
     from xlxmert.visual.vocabulary import VocabularyConfig, build_vocabulary
 
     store = FeatureStore.open(args.features)
-    overrides = {"seed": args.seed}
-    for key, value in (("num_clusters", args.k), ("sample_size", args.sample_size), ("niter", args.niter)):
-        if value is not None:
-            overrides[key] = value
-    if args.balance is not None:
-        overrides["balance"] = args.balance == "on"
-    config = VocabularyConfig.from_preset(args.preset, **overrides)
+    config = VocabularyConfig.from_preset(args.preset, **config_values(args, VocabularyConfig))
+    log_config(config)
     _, report = build_vocabulary(store, config, args.out, progress=not args.quiet)
     print(
         f"K={report['num_clusters']} D={report['dim']}: {report['num_dead_clusters']} dead clusters, "

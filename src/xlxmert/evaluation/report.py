@@ -25,7 +25,7 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,22 +67,44 @@ def parse_metrics(spec: str) -> tuple[str, ...]:
 class EvaluationConfig:
     """What ``xlxmert evaluate`` measures and how the models paint."""
 
-    split: str = "test"
-    n: int | None = 500  # images of the split (None: all); the paper used 30000 COCO captions
+    split: str = field(default="test", metadata={"help": "split whose captions are painted"})
+    n: int | None = field(default=500, metadata={"help": "images of the split (none: all)"})
     metrics: tuple[str, ...] = METRICS
-    sampler: str = "mask-predict"
-    steps: int | None = None  # None: the sampler's default (Mask-Predict-4; else one step per cell)
-    temperature: float = 0.0  # 0: argmax (the paper)
-    anneal: bool = False  # temperature decays linearly to 0 over the steps (MaskGIT)
-    guidance_scale: float = 1.0  # classifier-free guidance (1: none, the paper)
+    sampler: str = field(
+        default="mask-predict",
+        metadata={"help": "visual sampler", "choices": ("mask-predict", "tl-br", "random", "easy-first")},
+    )
+    steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "sampling steps, Mask-Predict-K: K (none: 4 for mask-predict, else one per grid cell)"
+        },
+    )
+    temperature: float = field(default=0.0, metadata={"help": "0 = argmax (the paper); > 0 samples ids"})
+    anneal: bool = field(default=False, metadata={"help": "decay the temperature linearly to 0"})
+    guidance_scale: float = field(
+        default=1.0, metadata={"help": "classifier-free guidance (1 = none, the paper)"}
+    )
     seed: int = 0
-    batch_size: int = 16
-    easy_negatives: int = 99
-    hard_negatives: int = 9
-    figure_rows: int = 6
+    batch_size: int = field(default=16, metadata={"help": "captions painted at once"})
+    easy_negatives: int = field(default=99, metadata={"help": "R-precision-easy's other captions per image"})
+    hard_negatives: int = field(
+        default=9, metadata={"help": "R-precision-hard's contradicting captions per image"}
+    )
+    figure_rows: int = field(default=6, metadata={"help": "captions in figure.png"})
     # A user-supplied feature network (.pt2, e.g. Inception-v3 with the FID weights): adds "FID-ext".
-    feature_network: str | None = None
-    device: str = "cpu"  # where the models paint, caption and answer (the graders stay on the CPU)
+    feature_network: str | None = field(
+        default=None,
+        metadata={
+            "help": "a torch.export'ed feature network (e.g. Inception-v3 with the FID weights) "
+            "for an extra FID",
+            "metavar": "FILE.pt2",
+        },
+    )
+    device: str = field(
+        default="cpu",
+        metadata={"help": "where the models paint, caption and answer (the graders stay on the CPU)"},
+    )
 
 
 # ---------------------------------------------------------------------- scoring one set of images

@@ -15,7 +15,7 @@ through transformers' ``LxmertVisualFeatureEncoder``: ``(LN(fc(feat)) + LN(fc(bo
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -98,9 +98,9 @@ class XLxmertConfig(PresetConfig):
     """
 
     vocab_size: int
-    hidden_size: int
-    num_attention_heads: int
-    intermediate_size: int
+    hidden_size: int = field(metadata={"help": "transformer width"})
+    num_attention_heads: int = field(metadata={"help": "attention heads per layer"})
+    intermediate_size: int = field(metadata={"help": "feed-forward width"})
     l_layers: int
     r_layers: int
     x_layers: int
@@ -110,11 +110,24 @@ class XLxmertConfig(PresetConfig):
     num_answers: int
     max_text_length: int = 20
     variant: str = "x-lxmert"
-    visual_target: str = "clusters"
-    dropout: float = 0.1
-    standardize_features: bool = False
-    position_frequencies: int = 0
-    standardize_ccc_output: bool = False
+    visual_target: str = field(
+        default="clusters",
+        metadata={"help": "CCC or MVFR (--variant grid: regression)", "choices": ("clusters", "regression")},
+    )
+    dropout: float = field(default=0.1, metadata={"help": "dropout of every layer"})
+    standardize_features: bool = field(
+        default=False, metadata={"help": "standardize visual features by the centroids' statistics"}
+    )
+    position_frequencies: int = field(
+        default=0,
+        metadata={
+            "help": "add sin/cos of each cell's centre at F octaves to its box (0: the paper)",
+            "metavar": "F",
+        },
+    )
+    standardize_ccc_output: bool = field(
+        default=False, metadata={"help": "CCC's output weights: the standardized centroids (off: the paper)"}
+    )
 
     PRESET_KIND: ClassVar[str] = "transformer"
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {

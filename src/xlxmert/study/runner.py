@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
+import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -44,6 +44,9 @@ Log = Callable[[str], None]
 DEFAULT_SAMPLER = "default"  # the eval folder of the model's own sampler/ settings
 
 
+LOG = logging.getLogger(__name__)
+
+
 @dataclass(frozen=True)
 class StudyConfig(PresetConfig):
     """A study's budget. ``small`` is the ``tiny`` train-all recipe (a CI-sized smoke run);
@@ -57,19 +60,29 @@ class StudyConfig(PresetConfig):
     ``easy_negatives``: R-precision-easy's other captions per image (the paper's 1 in 100).
     """
 
-    preset: str = "full"
-    recipe: str = "shapes-64"
-    seeds: int = 3
-    pretrain_steps: int | None = 18500
-    eval_n: int | None = None
-    finetune_epochs: int = 3
-    finetune_batch_size: int = 32
-    finetune_max_train: int | None = None
-    n_boot: int = 1000
-    set_boot: int = 50
-    timing_images: int = 16
-    easy_negatives: int = 99
-    confidence: float = 0.95
+    preset: str = field(default="full", metadata={"help": "the budget's name"})
+    recipe: str = field(
+        default="shapes-64",
+        metadata={
+            "help": "the train-all recipe of the shared stages and model rows",
+            "choices": ("shapes-64", "tiny"),
+        },
+    )
+    seeds: int = field(default=3, metadata={"help": "evaluation (and Table 1 fine-tuning) seeds"})
+    pretrain_steps: int | None = field(
+        default=18500, metadata={"help": "pretraining steps per model row (none: the recipe's)"}
+    )
+    eval_n: int | None = field(default=None, metadata={"help": "test captions per seed (none: the recipe's)"})
+    finetune_epochs: int = field(default=3, metadata={"help": "Table 1's fine-tuning epochs"})
+    finetune_batch_size: int = field(default=32, metadata={"help": "Table 1's fine-tuning batch size"})
+    finetune_max_train: int | None = field(
+        default=None, metadata={"help": "Table 1's fine-tuning examples (none: all)"}
+    )
+    n_boot: int = field(default=1000, metadata={"help": "bootstrap replicates of per-caption scores"})
+    set_boot: int = field(default=50, metadata={"help": "bootstrap replicates of FID/IS"})
+    timing_images: int = field(default=16, metadata={"help": "captions painted to time each Table 4 sampler"})
+    easy_negatives: int = field(default=99, metadata={"help": "R-precision-easy's other captions per image"})
+    confidence: float = field(default=0.95, metadata={"help": "level of the bootstrap intervals"})
 
     PRESET_KIND: ClassVar[str] = "study budget"
     PRESET_FIELD: ClassVar[str] = "preset"
@@ -97,7 +110,7 @@ class StudyConfig(PresetConfig):
 
 
 def _log(line: str) -> None:
-    print(line, file=sys.stderr)
+    LOG.info(line)
 
 
 def _read_json(path: Path) -> Any:

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,7 @@ from xlxmert.utils.model_folder import COMPONENTS, OPTIONAL_COMPONENTS, componen
 RUN_DIR = "finetune-{task}"
 REPORT_FILE = "report.json"
 MAIN_METRIC = {"vqa": "score", "gqa": "accuracy", "nlvr2": "accuracy"}
+LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -77,24 +79,34 @@ class FinetuneConfig:
     ``mixed_precision``: ``"no"`` or ``"bf16"`` (Accelerate).
     """
 
-    task: str
-    train_split: str = "train"
-    val_split: str = "val"
-    test_split: str | None = None
-    epochs: int = 3
-    batch_size: int = 32
-    lr: float = 5e-5
-    head_lr: float = 5e-4
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    seed: int = 0
-    from_scratch: bool = False
-    max_train: int | None = None
-    max_eval: int | None = None
-    answer_min_count: int = 1
-    mixed_precision: str = "no"
-    checkpoint_every: int = 200
-    keep_checkpoints: int = 2
+    task: str = field(metadata={"help": "vqa, gqa or nlvr2"})
+    train_split: str = field(default="train", metadata={"help": "training split"})
+    val_split: str = field(
+        default="val", metadata={"help": "validated after each epoch; the best epoch is kept"}
+    )
+    test_split: str | None = field(default=None, metadata={"help": "also score the best epoch on this split"})
+    epochs: int = field(default=3, metadata={"help": "passes over the training split"})
+    batch_size: int = field(default=32, metadata={"help": "examples per update"})
+    lr: float = field(default=5e-5, metadata={"help": "the transformer's learning rate"})
+    head_lr: float = field(default=5e-4, metadata={"help": "the task head's learning rate (paper C.6)"})
+    warmup_ratio: float = field(default=0.1, metadata={"help": "share of updates in linear warm-up"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    from_scratch: bool = field(default=False, metadata={"help": "control: same architecture, random init"})
+    max_train: int | None = field(
+        default=None, metadata={"help": "use the first N training examples", "metavar": "N"}
+    )
+    max_eval: int | None = field(
+        default=None, metadata={"help": "use the first N validation / test examples", "metavar": "N"}
+    )
+    answer_min_count: int = field(
+        default=1, metadata={"help": "answers this frequent join the head (the paper's VQA vocabulary: 9)"}
+    )
+    mixed_precision: str = field(
+        default="no", metadata={"help": "autocast (Accelerate)", "choices": ("no", "bf16")}
+    )
+    checkpoint_every: int = field(default=200, metadata={"help": "updates between checkpoints"})
+    keep_checkpoints: int = field(default=2, metadata={"help": "checkpoints kept on disk"})
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -343,7 +355,7 @@ def finetune(
             main = float(val_scores[MAIN_METRIC[cfg.task]])
             history.append({"epoch": done // per_epoch, "step": done, "val": main})
             log.log(done, "val", {MAIN_METRIC[cfg.task]: main})
-            bar.write(f"epoch {done // per_epoch}: val {MAIN_METRIC[cfg.task]} {main:.4f}")
+            LOG.info(f"epoch {done // per_epoch}: val {MAIN_METRIC[cfg.task]} {main:.4f}")
             if main > best:
                 best = main
                 save_task_head(out, unwrapped.head, unwrapped.transformer)

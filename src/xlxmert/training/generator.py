@@ -229,40 +229,39 @@ def batch_indices(step: int, batch_size: int, num_items: int, seed: int) -> torc
 
 @dataclass(frozen=True)
 class GeneratorTrainConfig:
-    """Generator training (paper appendix D.4). The generator's D and N come from the vocabulary.
+    """Generator training (paper appendix D.4). The generator's D and N come from the vocabulary;
+    ``channels`` and ``spade_hidden`` override the widths of its ``preset``."""
 
-    ``preset``: the generator architecture preset (``shapes-64`` or ``paper``); ``channels`` and
-    ``spade_hidden`` override its widths. ``perceptual``: a backbone folder for the perceptual loss
-    (default: the vocabulary's own ``backbone/``). ``bf16``: bfloat16 autocast; ``channels_last``:
-    NHWC memory layout (same maths, faster convs on CPU).
-    """
-
-    output_size: int = 64
-    preset: str = "shapes-64"
-    channels: int | None = None
-    spade_hidden: int | None = None
-    discriminator_channels: int = 64
-    split: str = "train"
-    eval_split: str = "val"
-    steps: int = 2000
-    batch_size: int = 16
-    lr_generator: float = 4e-4
-    lr_discriminator: float = 1e-4
-    betas: tuple[float, float] = (0.0, 0.999)
-    eps: float = 1e-7
-    grad_clip: float = 1.0
-    perceptual_weight: float = 10.0
-    adversarial_weight: float = 1.0
-    feature_matching_weight: float = 10.0
-    cluster_weight: float = 1.0
-    sample_every: int = 200
-    checkpoint_every: int = 200
-    num_samples: int = 8
-    seed: int = 0
-    bf16: bool = False
-    channels_last: bool = True
-    perceptual: str | None = None
-    device: str = "cpu"
+    output_size: int = field(default=64, metadata={"help": "image side", "choices": (16, 32, 64, 128, 256)})
+    preset: str = field(
+        default="shapes-64", metadata={"help": "G's widths", "choices": ("shapes-64", "paper")}
+    )
+    channels: int | None = field(default=None, metadata={"help": "generator width (none: the preset's)"})
+    spade_hidden: int | None = field(default=None, metadata={"help": "SPADE width (none: the preset's)"})
+    discriminator_channels: int = field(default=64, metadata={"help": "discriminator width"})
+    split: str = field(default="train", metadata={"help": "training split"})
+    eval_split: str = field(default="val", metadata={"help": "held-out split for the reconstruction report"})
+    steps: int = field(default=2000, metadata={"help": "training steps"})
+    batch_size: int = field(default=16, metadata={"help": "images per step"})
+    lr_generator: float = field(default=4e-4, metadata={"help": "G's Adam learning rate"})
+    lr_discriminator: float = field(default=1e-4, metadata={"help": "D's Adam learning rate"})
+    betas: tuple[float, float] = field(default=(0.0, 0.999), metadata={"help": "Adam betas"})
+    eps: float = field(default=1e-7, metadata={"help": "Adam epsilon"})
+    grad_clip: float = field(default=1.0, metadata={"help": "gradient norm clip"})
+    perceptual_weight: float = field(default=10.0, metadata={"help": "perceptual loss weight"})
+    adversarial_weight: float = field(default=1.0, metadata={"help": "hinge GAN loss weight"})
+    feature_matching_weight: float = field(default=10.0, metadata={"help": "D feature-matching loss weight"})
+    cluster_weight: float = field(default=1.0, metadata={"help": "visual-word (cluster) loss weight"})
+    sample_every: int = field(default=200, metadata={"help": "steps between sample sheets"})
+    checkpoint_every: int = field(default=200, metadata={"help": "steps between checkpoints"})
+    num_samples: int = field(default=8, metadata={"help": "images per sample sheet"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    bf16: bool = field(default=False, metadata={"help": "bfloat16 autocast"})
+    channels_last: bool = field(default=True, metadata={"help": "NHWC layout (faster convs on CPU)"})
+    perceptual: str | None = field(
+        default=None, metadata={"help": "perceptual network (none: VOCAB/backbone)"}
+    )
+    device: str = field(default="cpu", metadata={"help": "cpu or cuda"})
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "sample_every", "checkpoint_every", "num_samples"):

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -70,6 +71,7 @@ __all__ = [
 
 TASKS = ("visual", "text", "match")
 METRICS_FILE = "metrics.csv"
+LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -100,30 +102,68 @@ class PretrainConfig(PresetConfig):
     the paper).
     """
 
-    steps: int
-    batch_size: int
-    lr: float
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.05
-    visual_masking: str = "uniform"
-    mask_prob: float = 0.15
-    text_masking: str = "bernoulli"
-    ccc_data: str = "captions"
-    caption_dropout: float = 0.0
-    full_mask_prob: float = 0.0
-    ccc_class_balance: float = 0.0
-    task_choice: str = "cycle"
-    task_ratio: tuple[int, int, int] = (1, 1, 1)
-    qa: bool = True
-    answer_min_count: int = 1
-    checkpoint_every: int = 500
-    eval_every: int = 500
-    eval_samples: int = 256
-    keep_checkpoints: int = 2
-    seed: int = 0
-    mixed_precision: str = "no"
-    split: str = "train"
-    val_split: str = "val"
+    steps: int = field(metadata={"help": "optimizer updates"})
+    batch_size: int = field(metadata={"help": "examples per update, per process"})
+    lr: float = field(metadata={"help": "AdamW peak learning rate"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    warmup_ratio: float = field(default=0.05, metadata={"help": "share of updates in linear warm-up"})
+    visual_masking: str = field(
+        default="uniform",
+        metadata={
+            "help": "uniform (X-LXMERT) or bernoulli (LXMERT; --variant grid's default)",
+            "choices": ("uniform", "bernoulli"),
+        },
+    )
+    mask_prob: float = field(default=0.15, metadata={"help": "Bernoulli and BERT masking rate"})
+    text_masking: str = field(
+        default="bernoulli",
+        metadata={
+            "help": "word masking: BERT's at --mask-prob or a uniform share of the words, up to all",
+            "choices": ("bernoulli", "uniform"),
+        },
+    )
+    ccc_data: str = field(
+        default="captions",
+        metadata={
+            "help": "texts for visual masking: captions only or questions too",
+            "choices": ("captions", "all"),
+        },
+    )
+    caption_dropout: float = field(
+        default=0.0, metadata={"help": "visual masking: probability of the empty caption (for guidance)"}
+    )
+    full_mask_prob: float = field(
+        default=0.0, metadata={"help": "visual masking: probability that every cell is masked"}
+    )
+    ccc_class_balance: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight CCC by (word frequency)^-BETA, BETA in [0, 1] (0: the paper)",
+            "metavar": "BETA",
+        },
+    )
+    task_choice: str = field(
+        default="cycle", metadata={"help": "task per batch", "choices": ("cycle", "random")}
+    )
+    task_ratio: tuple[int, int, int] = field(
+        default=(1, 1, 1),
+        metadata={
+            "help": "visual-masking, word-masking and matching batches per cycle (1,1,1: the paper)",
+            "metavar": "V,T,M",
+        },
+    )
+    qa: bool = field(default=True, metadata={"help": "use VQA questions (texts and the QA loss)"})
+    answer_min_count: int = field(default=1, metadata={"help": "answers this frequent join the QA head"})
+    checkpoint_every: int = field(default=500, metadata={"help": "updates between checkpoints"})
+    eval_every: int = field(default=500, metadata={"help": "updates between validations"})
+    eval_samples: int = field(default=256, metadata={"help": "validation captions"})
+    keep_checkpoints: int = field(default=2, metadata={"help": "checkpoints kept on disk"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    mixed_precision: str = field(
+        default="no", metadata={"help": "autocast (Accelerate)", "choices": ("no", "bf16", "fp16")}
+    )
+    split: str = field(default="train", metadata={"help": "training split"})
+    val_split: str = field(default="val", metadata={"help": "validation split"})
 
     PRESET_KIND: ClassVar[str] = "pretraining"
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
@@ -460,7 +500,7 @@ def pretrain(
                     majority if cfg.visual_target == "clusters" else None,
                 )
                 log.log(done, "val", metrics)
-                bar.write(f"step {done}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+                LOG.info(f"step {done}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
         if done % pc.checkpoint_every == 0 or done == pc.steps:
             accelerator.wait_for_everyone()
             if main:

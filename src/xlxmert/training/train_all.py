@@ -25,11 +25,11 @@ import dataclasses
 import functools
 import hashlib
 import json
+import logging
 import shutil
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -39,6 +39,7 @@ from xlxmert.utils.model_folder import COMPONENTS, copy_component, update_model_
 
 STAGE_RECORDS = ".stages"
 EVAL_SPLITS = ("test", "compositional")
+LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -68,49 +69,107 @@ class TrainAllConfig(PresetConfig):
     """Every stage's settings: a recipe. The defaults are the ``shapes-64`` recipe, the shipped
     default model; ``PRESETS["tiny"]`` is the same recipe at sizes that take seconds per stage."""
 
-    preset: str = "shapes-64"
-    image_size: int = 64
-    seed: int = 0
-    num_train: int = 20000
-    num_eval: int = 1000  # each of val, test, compositional
-    data_workers: int = 1
-    tokenizer_vocab_size: int = 1000
-    backbone_steps: int = 1500
-    # Grid features: the backbone's per-cell predictions ("predictions": place probabilities +
-    # colour×shape coverages, 40-d) or its D-dim feature map ("features"; ShapesBackboneConfig.output).
-    backbone_output: str = "predictions"
-    # Cells per side of the visual grid; None: the vocabulary preset's (16 for shapes-64). The
-    # paper's COCO grid is 8×8.
-    grid_size: int | None = 8
-    vocab_clusters: int | None = 256  # None: the vocabulary preset's
-    vocab_sample_size: int | None = None  # None: the vocabulary preset's
-    generator_steps: int = 2800
-    generator_batch_size: int | None = 16  # None: the generator trainer's default
-    generator_bf16: bool = True
-    pretrain_steps: int = 6000
-    pretrain_batch_size: int | None = 128  # None: the pretraining preset's
-    pretrain_lr: float | None = 5e-4  # None: the pretraining preset's
-    standardize_features: bool = True  # XLxmertConfig.standardize_features
-    standardize_ccc_output: bool = False  # XLxmertConfig.standardize_ccc_output
-    caption_dropout: float = 0.1  # PretrainConfig.caption_dropout (for classifier-free guidance)
-    full_mask_prob: float = 0.3  # PretrainConfig.full_mask_prob
-    ccc_class_balance: float = 0.0  # PretrainConfig.ccc_class_balance
-    task_ratio: tuple[int, int, int] = (1, 1, 1)  # PretrainConfig.task_ratio
-    position_frequencies: int = 0  # XLxmertConfig.position_frequencies
-    architecture: str = "lxmert"  # the transformer family: "lxmert" or "uniter" (models.families)
-    mixed_precision: str = "bf16"  # pretraining autocast: "no", "bf16" or "fp16"
+    preset: str = field(default="shapes-64", metadata={"help": "the recipe's name"})
+    image_size: int = field(default=64, metadata={"help": "image side in pixels"})
+    seed: int = field(default=0, metadata={"help": "seed of every stage"})
+    num_train: int = field(default=20000, metadata={"help": "training scenes"})
+    num_eval: int = field(default=1000, metadata={"help": "scenes of each of val, test, compositional"})
+    data_workers: int = field(default=1, metadata={"help": "processes rendering scenes"})
+    tokenizer_vocab_size: int = field(default=1000, metadata={"help": "WordPiece vocabulary size"})
+    backbone_steps: int = field(default=1500, metadata={"help": "backbone training steps"})
+    backbone_output: str = field(
+        default="predictions",
+        metadata={
+            "help": "grid features: the backbone's per-cell predictions (place probabilities + "
+            "colour×shape coverages, 40-d) or its feature map",
+            "choices": ("features", "predictions"),
+        },
+    )
+    grid_size: int | None = field(
+        default=8,
+        metadata={
+            "help": "cells per side of the visual grid (none: the vocabulary preset's; "
+            "the paper's COCO grid is 8)"
+        },
+    )
+    vocab_clusters: int | None = field(
+        default=256, metadata={"help": "K visual words (none: the vocabulary preset's)"}
+    )
+    vocab_sample_size: int | None = field(
+        default=None, metadata={"help": "grid vectors k-means trains on (none: the vocabulary preset's)"}
+    )
+    generator_steps: int = field(default=2800, metadata={"help": "generator training steps"})
+    generator_batch_size: int | None = field(
+        default=16, metadata={"help": "generator batch size (none: the trainer's default)"}
+    )
+    generator_bf16: bool = field(default=True, metadata={"help": "generator training in bfloat16 autocast"})
+    pretrain_steps: int = field(
+        default=6000, metadata={"help": "the first pretraining run's steps (continuations set their own)"}
+    )
+    pretrain_batch_size: int | None = field(
+        default=128, metadata={"help": "pretraining batch size (none: the pretraining preset's)"}
+    )
+    pretrain_lr: float | None = field(
+        default=5e-4, metadata={"help": "pretraining learning rate (none: the pretraining preset's)"}
+    )
+    standardize_features: bool = field(
+        default=True,
+        metadata={"help": "standardize the transformer's visual features by the centroids' statistics"},
+    )
+    standardize_ccc_output: bool = field(
+        default=False,
+        metadata={
+            "help": "CCC's output weights are the standardized centroids (the first "
+            "pretraining run's; continuations set their own)"
+        },
+    )
+    caption_dropout: float = field(
+        default=0.1, metadata={"help": "pretraining: empty-caption share (for classifier-free guidance)"}
+    )
+    full_mask_prob: float = field(default=0.3, metadata={"help": "pretraining: share of fully masked images"})
+    ccc_class_balance: float = field(
+        default=0.0, metadata={"help": "pretraining: CCC weight (frequency)^-BETA"}
+    )
+    task_ratio: tuple[int, int, int] = field(
+        default=(1, 1, 1),
+        metadata={
+            "help": "pretraining: visual-masking, word-masking and matching batches per cycle",
+            "metavar": "V,T,M",
+        },
+    )
+    position_frequencies: int = field(
+        default=0, metadata={"help": "transformer: Fourier octaves of positions"}
+    )
+    architecture: str = field(
+        default="lxmert",
+        metadata={
+            "help": "transformer family: LXMERT's two streams or UNITER's single stream",
+            "choices": ("lxmert", "uniter"),
+        },
+    )
+    mixed_precision: str = field(
+        default="bf16", metadata={"help": "pretraining autocast", "choices": ("no", "bf16", "fp16")}
+    )
     # Pretraining runs after the first, each from the previous one's weights.
     continuations: tuple[PretrainContinuation, ...] = _SHAPES_64_CONTINUATIONS
-    evaluator_steps: int = 1000
-    matcher_steps: int = 600
-    eval_n: int = 300
     # How the model paints: evaluated with these settings and saved as the model's sampler/ (the
     # CLI's and PaintPipeline's default for it).
-    eval_sampler: str = "random"
-    eval_steps: int | None = 16
-    eval_temperature: float = 1.0
-    eval_anneal: bool = False
-    eval_guidance_scale: float = 3.0
+    evaluator_steps: int = field(default=1000, metadata={"help": "evaluator (grader) training steps"})
+    matcher_steps: int = field(default=600, metadata={"help": "image-text matcher training steps"})
+    eval_n: int = field(default=300, metadata={"help": "images per evaluated split"})
+    eval_sampler: str = field(
+        default="random",
+        metadata={
+            "help": "sampler of the evaluation, saved as the model's sampler/ default",
+            "choices": ("mask-predict", "tl-br", "random", "easy-first"),
+        },
+    )
+    eval_steps: int | None = field(default=16, metadata={"help": "its steps (none: the sampler's default)"})
+    eval_temperature: float = field(default=1.0, metadata={"help": "its sampling temperature"})
+    eval_anneal: bool = field(default=False, metadata={"help": "anneal that temperature to 0"})
+    eval_guidance_scale: float = field(
+        default=3.0, metadata={"help": "its classifier-free guidance (1: none)"}
+    )
 
     PRESET_KIND: ClassVar[str] = "train-all"
     PRESET_FIELD: ClassVar[str] = "preset"  # the config records the recipe's name
@@ -181,33 +240,12 @@ class TrainAllConfig(PresetConfig):
         return "shapes-64" if self.preset == "tiny" else self.preset
 
 
-# Config fields that ``xlxmert train-all`` exposes as flags (kept here so a model card can print
-# the exact command).
+# Config fields that ``xlxmert train-all`` exposes as flags (generated from the fields by
+# xlxmert.cli.options; kept here so a model card can print the exact command).
 CLI_FLAGS = {
-    "seed": "--seed",
-    "backbone_output": "--backbone-output",
-    "grid_size": "--grid-size",
-    "vocab_clusters": "--vocab-clusters",
-    "pretrain_batch_size": "--pretrain-batch-size",
-    "pretrain_lr": "--pretrain-lr",
-    "full_mask_prob": "--full-mask-prob",
-    "ccc_class_balance": "--ccc-class-balance",
-    "task_ratio": "--task-ratio",
-    "position_frequencies": "--position-frequencies",
-    "architecture": "--architecture",
-    "caption_dropout": "--caption-dropout",
-    "standardize_features": "--standardize-features",
-    "standardize_ccc_output": "--standardize-ccc-output",
-    "eval_sampler": "--eval-sampler",
-    "eval_steps": "--eval-steps",
-    "eval_temperature": "--eval-temperature",
-    "eval_anneal": "--eval-anneal",
-    "eval_guidance_scale": "--eval-guidance-scale",
-    "num_train": "--num-train",
-    "generator_steps": "--generator-steps",
-    "pretrain_steps": "--pretrain-steps",
-    "eval_n": "--eval-n",
-    "data_workers": "--data-workers",
+    f.name: "--" + f.name.replace("_", "-")
+    for f in dataclasses.fields(TrainAllConfig)
+    if f.name not in ("preset", "continuations")
 }
 
 
@@ -459,7 +497,7 @@ def train_all(
     config: TrainAllConfig,
     work: str | Path | None = None,
     progress: bool = True,
-    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+    log: Callable[[str], None] | None = None,
     stop_after: str | None = None,
 ) -> dict[str, Any] | None:
     """Run every stage not yet complete, assemble the model folder ``out``, evaluate, write the card.
@@ -468,6 +506,7 @@ def train_all(
     measured when it ran) and its own report, plus the evaluation results per split. With
     ``stop_after`` (a stage name of :func:`recipe_stages`), returns None once that stage is complete.
     """
+    log = log or LOG.info
     all_stages = recipe_stages(config)
     names = [stage.name for stage in all_stages]
     if stop_after is not None and stop_after not in names:

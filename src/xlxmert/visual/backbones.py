@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -62,8 +62,11 @@ class ShapesBackboneConfig(PresetConfig):
 
     kind: str = "shapes"
     image_size: int = 64
-    widths: tuple[int, ...] = (16, 32, 96)
-    feature_dim: int = 128
+    widths: tuple[int, ...] = field(
+        default=(16, 32, 96),
+        metadata={"help": "channels of each stage (each after the first halves the resolution)"},
+    )
+    feature_dim: int = field(default=128, metadata={"help": "grid feature size D"})
     train_grid_sizes: tuple[int, ...] = (8, 16)
     num_places: int = len(PLACES)
     num_colors: int = len(COLORS)

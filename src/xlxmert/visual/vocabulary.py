@@ -25,7 +25,7 @@ import dataclasses
 import json
 import math
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -55,14 +55,14 @@ class VocabularyConfig(PresetConfig):
     ``nredo``: independent k-means runs, the one with the lowest error kept (faiss' ``nredo``).
     """
 
-    num_clusters: int = 1024
+    num_clusters: int = field(default=1024, metadata={"help": "number of clusters K"})
     dim: int = 128
     grid_size: int = 16
-    niter: int = 20
-    nredo: int = 1
-    sample_size: int = 2_600_000
-    seed: int = 0
-    balance: bool = True
+    niter: int = field(default=20, metadata={"help": "k-means iterations"})
+    nredo: int = field(default=1, metadata={"help": "independent k-means runs, the best kept"})
+    sample_size: int = field(default=2_600_000, metadata={"help": "grid vectors k-means trains on"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    balance: bool = field(default=True, metadata={"help": "balance the k-means sample"})
 
     PRESET_KIND: ClassVar[str] = "vocabulary"
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
