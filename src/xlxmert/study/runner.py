@@ -440,8 +440,3 @@ def run_table(
     write_table(out, spec, results)
     log(f"wrote {out}/table{number}.md, .json and .png")
     return results
-
-
-def replace_config(study: StudyConfig, **overrides: Any) -> StudyConfig:
-    """``study`` with the non-None ``overrides`` applied."""
-    return dataclasses.replace(study, **{k: v for k, v in overrides.items() if v is not None})

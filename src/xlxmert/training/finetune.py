@@ -19,7 +19,6 @@ optimiser, scheduler, step, best score) resumes bit for bit.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -394,8 +393,3 @@ def _final_report(out, cfg, train, val, test, enc, history, copied, best, device
     (head_dir(out, cfg.task) / REPORT_FILE).write_text(json.dumps(report, indent=1) + "\n")
     update_model_index(out)
     return report
-
-
-def with_overrides(config: FinetuneConfig, **overrides: Any) -> FinetuneConfig:
-    """``config`` with the non-None ``overrides`` applied."""
-    return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
