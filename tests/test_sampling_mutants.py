@@ -316,3 +316,62 @@ def test_sampler_config_checks_and_merges():
     hot = SamplerConfig(temperature=2.0, anneal=True)
     assert hot.merged(temperature=0).anneal is False  # argmax switches annealing off
     assert hot.merged(temperature=0, anneal=True).anneal is True  # unless asked for
+
+
+def test_log_probs_ban_the_special_ids_the_logits_have():
+    tokens = CaptionTokens(CLS, SEP, MASK, PAD, (*SPECIAL, 25, V + 3))  # V + 3: beyond the head
+    lp = tokens.log_probs(torch.zeros(2, 6, V))  # [rows, positions, V], fewer positions than 25
+    banned = [PAD, 1, CLS, SEP, MASK, 25]
+    assert torch.isinf(lp[..., banned]).all()
+    assert torch.allclose(lp[..., 5:25].exp(), torch.full((2, 6, 20), 1 / (V - 6)))
+
+
+def test_visual_sampler_checks_and_messages():
+    assert get_sampler("random", steps=1).steps == 1
+    assert get_sampler("random", temperature=1.0, top_k=5).top_k == 5
+    for args, message in [
+        (("zigzag",), "unknown sampler 'zigzag'; choose one of tl-br, random, easy-first, mask-predict"),
+        (("random", 0), "random: steps must be at least 1, got 0"),
+        (("random", None, 1.0, False, 0), "top-k must be at least 1, got 0"),
+        (
+            ("random", None, 0.0, False, 3),
+            "top-k sampling needs a temperature > 0 (temperature 0 means argmax)",
+        ),
+        (("random", None, 0.0, True), "annealing needs a starting temperature > 0"),
+    ]:
+        with pytest.raises(XLXMERTError, match=exactly(message)):
+            get_sampler(*args)
+
+
+def test_one_step_random_and_annealing_over_one_and_two_steps():
+    K = 8
+
+    def visual(ids, mask):
+        return torch.arange(K, dtype=torch.float).expand(ids.shape[0], ids.shape[1], K)
+
+    out = get_sampler("random", steps=1).sample(visual, 2, 16, torch_generator(0))
+    assert out.intermediates == [] and out.updated == []  # only when asked for
+    assert (out.ids == K - 1).all()  # one step fills every cell
+    assert get_sampler("mask-predict", steps=1, temperature=2.0, anneal=True).temperature_at(0, 1) == 2.0
+    assert get_sampler("mask-predict", steps=2, temperature=2.0, anneal=True).temperature_at(1, 2) == 0.0
+    hot = get_sampler("random", temperature=50.0, top_k=1).sample(visual, 2, 16, torch_generator(0))
+    assert (hot.ids == K - 1).all()  # top-1 is argmax at any temperature
+    with pytest.raises(XLXMERTError, match=exactly("predict returned (2, 16, 8); expected [3, 16, K]")):
+        get_sampler("random").sample(lambda ids, mask: visual(ids[:2], mask), 3, 16)
+
+
+def test_the_loop_keeps_the_feature_dtype_and_names_unfilled_cells():
+    def doubles(feats, mask):
+        return torch.ones(feats.shape, dtype=torch.float64)
+
+    out = get_sampler("mask-predict").sample_features(doubles, 2, 16, 3, torch_generator(0))
+    assert out.features.dtype == torch.float32
+
+    class Idle(MaskPredictSampler):
+        name = "idle"
+
+        def masked_cells(self, step, plan, filled, confidence):
+            return torch.zeros_like(filled)
+
+    with pytest.raises(XLXMERTError, match=exactly("idle: 4 steps left cells unfilled; use more steps")):
+        Idle().sample(lambda ids, mask: torch.zeros(*ids.shape, 8), 2, 16, torch_generator(0))
