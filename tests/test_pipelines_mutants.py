@@ -75,3 +75,61 @@ def test_nlvr2_pipeline_errors(verify_dir):
     vqa = build_head("vqa", transformer.config.hidden_size, ["yes", "no"])
     with pytest.raises(XLXMERTError, match=exactly("NLVR2Pipeline needs an nlvr2 head, got a vqa head")):
         NLVR2Pipeline(pipe.tokenizer, transformer, vqa, pipe.image_encoder)
+
+
+@pytest.fixture(scope="module")
+def painter(tmp_path_factory):
+    from xlxmert.pipelines import PaintPipeline
+
+    return PaintPipeline.from_pretrained(build_tiny_model(tmp_path_factory.mktemp("paint") / "model"))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(sampler="mask-predict", steps=4),
+        dict(sampler="random", steps=20, temperature=1.5, top_k=4, guidance_scale=2.0, noise=False),
+    ],
+)
+def test_paint_steps_are_the_strip_of_the_painting(painter, options):
+    caption = "a red circle to the left of a blue square"
+    strip = painter(caption, seed=3, return_intermediates=True, **options).intermediates[0]
+    steps = list(painter.paint_steps(caption, seed=3, **options))
+    assert len(steps) == len(strip) == options["steps"]
+    assert [image.tobytes() for image in steps] == [image.tobytes() for image in strip]
+    other = list(painter.paint_steps(caption, seed=4, **options))
+    # Argmax paints the same strip whatever the seed; sampling draws from it.
+    assert ([image.tobytes() for image in other] != [image.tobytes() for image in steps]) == (
+        "temperature" in options
+    )
+
+
+def test_to_casts_the_transformer_and_the_generator(painter):
+    assert painter.to(dtype=torch.float64) is painter
+    try:
+        assert next(painter.transformer.parameters()).dtype == torch.float64
+        assert next(painter.generator.parameters()).dtype == torch.float64
+    finally:
+        painter.to(dtype=torch.float32)
+
+
+def test_default_model_dir_finds_an_installed_model_and_names_where_it_looked(monkeypatch, tmp_path):
+    import xlxmert.pipelines as pipelines
+
+    monkeypatch.delenv("XLXMERT_MODEL", raising=False)
+    monkeypatch.setattr(
+        pipelines, "__file__", str(tmp_path / "src" / "xlxmert" / "pipelines" / "__init__.py")
+    )
+    monkeypatch.setattr(pipelines.sysconfig, "get_path", lambda name: str(tmp_path / "prefix"))
+    checkout = tmp_path / "models" / "shapes-64"
+    installed = tmp_path / "prefix" / "share" / "xlxmert" / "models" / "shapes-64"
+    with pytest.raises(
+        XLXMERTError,
+        match=exactly(
+            f"no model folder given and none found (XLXMERT_MODEL is unset; looked in {checkout}, "
+            f"{installed}); pass --model DIR (a folder written by pretraining)"
+        ),
+    ):
+        pipelines.default_model_dir()
+    installed.mkdir(parents=True)
+    assert pipelines.default_model_dir() == installed
