@@ -5,6 +5,7 @@ fixed by the function's definition, worked out by hand."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from test_metrics_edges import RED_CIRCLE, small  # noqa: F401  (a fixture)
 from xlxmert.data.shapes.scene import Scene, SceneObject
@@ -71,3 +72,44 @@ def test_nlvr2_accuracy_reads_in_batches_of_32_and_breaks_down_by_template(small
     assert out["n"] == 40 and sizes == [32, 8]  # the documented default batch
     # ShapeScenes' query names each statement's template.
     assert sorted(out["per_template"]) == ["both", "exactly", "more", "place"]
+
+
+def test_understanding_baselines_fit_on_train_and_score_the_split(tmp_path):
+    import json
+    import shutil
+    from collections import Counter
+
+    from xlxmert.data.shapes.generate import generate_split
+    from xlxmert.evaluation.tasks import understanding_baselines
+    from xlxmert.training.finetune import baselines
+    from xlxmert.training.finetune_data import load_task_split
+
+    generate_split(tmp_path, "train", 40, size=64, seed=1, progress=False)
+    generate_split(tmp_path, "test", 30, size=64, seed=2, progress=False)
+    out = understanding_baselines(tmp_path, "test", n=20)
+    assert sorted(out) == sorted(
+        f"{task}_{name}" for task in ("vqa", "gqa", "nlvr2") for name in ("majority_answer", "question_only")
+    )
+    for task in ("vqa", "gqa"):
+        train, test = (
+            load_task_split(tmp_path, task, "train"),
+            load_task_split(tmp_path, task, "test").head(20),
+        )
+        expected = baselines(task, train, test)
+        assert out[f"{task}_majority_answer"] == expected["majority_answer"]
+        assert out[f"{task}_question_only"] == expected["question_only"]
+    # NLVR2's majority baseline by hand: the share of the first 20 test labels equal to the
+    # most frequent training label.
+    labels = {
+        split: [json.loads(line)["label"] for line in (tmp_path / split / f"nlvr2_{split}.jsonl").open()]
+        for split in ("train", "test")
+    }
+    majority = Counter(labels["train"]).most_common(1)[0][0]
+    assert out["nlvr2_majority_answer"] == pytest.approx(sum(y == majority for y in labels["test"][:20]) / 20)
+    # A task whose files are missing is left out; the others are still scored.
+    (tmp_path / "test" / "gqa_test.json").unlink()
+    assert sorted(understanding_baselines(tmp_path, "test")) == sorted(
+        k for k in out if not k.startswith("gqa")
+    )
+    shutil.rmtree(tmp_path / "train")
+    assert understanding_baselines(tmp_path, "test") == {}
