@@ -133,3 +133,26 @@ def test_default_model_dir_finds_an_installed_model_and_names_where_it_looked(mo
         pipelines.default_model_dir()
     installed.mkdir(parents=True)
     assert pipelines.default_model_dir() == installed
+
+
+def test_the_package_names_each_pipeline_and_output_lazily():
+    import xlxmert.pipelines as pipelines
+    from xlxmert.pipelines import answer, caption, paint, verify
+
+    homes = {
+        "PaintPipeline": paint,
+        "PaintOutput": paint,
+        "CaptionPipeline": caption,
+        "CaptionOutput": caption,
+        "AnswerPipeline": answer,
+        "AnswerOutput": answer,
+        "NLVR2Pipeline": verify,
+        "VerifyOutput": verify,
+    }
+    assert sorted(homes) == sorted(set(pipelines.__all__) - {"default_model_dir"})
+    for name, module in homes.items():
+        assert getattr(pipelines, name) is getattr(module, name)
+    with pytest.raises(
+        AttributeError, match=exactly("module 'xlxmert.pipelines' has no attribute 'Painter'")
+    ):
+        pipelines.Painter  # noqa: B018
