@@ -319,7 +319,7 @@ def test_sampler_config_checks_and_merges():
 
 
 def test_log_probs_ban_the_special_ids_the_logits_have():
-    tokens = CaptionTokens(CLS, SEP, MASK, PAD, (*SPECIAL, 25, V + 3))  # V + 3: beyond the head
+    tokens = CaptionTokens(CLS, SEP, MASK, PAD, (*SPECIAL, 25, V, V + 3))  # V, V + 3: beyond the head
     lp = tokens.log_probs(torch.zeros(2, 6, V))  # [rows, positions, V], fewer positions than 25
     banned = [PAD, 1, CLS, SEP, MASK, 25]
     assert torch.isinf(lp[..., banned]).all()
