@@ -15,6 +15,7 @@ from xlxmert.errors import XLXMERTError
 from xlxmert.models.heads import TaskModel, build_head, save_task_head
 from xlxmert.pipelines.common import ImageEncoder, load_tokenizer_and_transformer
 from xlxmert.pipelines.verify import NLVR2Pipeline, VerifyOutput
+from xlxmert.sampling import get_sampler
 
 
 def exactly(message: str) -> str:
@@ -62,6 +63,14 @@ def test_nlvr2_pipeline_judges_each_pair_with_the_fine_tuned_head(verify_dir):
     assert np.allclose(one.probabilities, out.probabilities[:1], atol=1e-5)
 
 
+def test_nlvr2_pipeline_reads_visual_words_of_an_x_lxmert_folder(tmp_path):
+    folder = build_tiny_model(tmp_path / "model")
+    _, transformer = load_tokenizer_and_transformer(folder)
+    save_task_head(folder, build_head("nlvr2", transformer.config.hidden_size), transformer)
+    out = NLVR2Pipeline.from_pretrained(folder)([picture(0)], [picture(1)], STATEMENTS[:1])
+    assert len(out.labels) == 1 and 0.0 < out.probabilities[0] < 1.0
+
+
 def test_nlvr2_pipeline_errors(verify_dir):
     pipe = NLVR2Pipeline.from_pretrained(verify_dir)
     with pytest.raises(
@@ -78,17 +87,24 @@ def test_nlvr2_pipeline_errors(verify_dir):
 
 
 @pytest.fixture(scope="module")
-def painter(tmp_path_factory):
+def paint_dir(tmp_path_factory):
+    return build_tiny_model(tmp_path_factory.mktemp("paint") / "model")
+
+
+@pytest.fixture(scope="module")
+def painter(paint_dir):
     from xlxmert.pipelines import PaintPipeline
 
-    return PaintPipeline.from_pretrained(build_tiny_model(tmp_path_factory.mktemp("paint") / "model"))
+    return PaintPipeline.from_pretrained(paint_dir)
 
 
 @pytest.mark.parametrize(
     "options",
     [
         dict(sampler="mask-predict", steps=4),
-        dict(sampler="random", steps=20, temperature=1.5, top_k=4, guidance_scale=2.0, noise=False),
+        dict(
+            sampler="random", steps=20, temperature=1.5, anneal=True, top_k=4, guidance_scale=2.0, noise=False
+        ),
     ],
 )
 def test_paint_steps_are_the_strip_of_the_painting(painter, options):
@@ -104,13 +120,66 @@ def test_paint_steps_are_the_strip_of_the_painting(painter, options):
     )
 
 
-def test_to_casts_the_transformer_and_the_generator(painter):
-    assert painter.to(dtype=torch.float64) is painter
-    try:
-        assert next(painter.transformer.parameters()).dtype == torch.float64
-        assert next(painter.generator.parameters()).dtype == torch.float64
-    finally:
-        painter.to(dtype=torch.float32)
+def test_paint_steps_hands_every_option_on(painter, monkeypatch):
+    calls = []
+    sample, decode = painter.sample, painter.decode
+    monkeypatch.setattr(painter, "sample", lambda *a, **k: calls.append(("sample", a, k)) or sample(*a, **k))
+    monkeypatch.setattr(painter, "decode", lambda *a, **k: calls.append(("decode", a, k)) or decode(*a, **k))
+    options = dict(sampler="random", steps=3, temperature=1.5, anneal=True, top_k=4, noise=False)
+    list(painter.paint_steps("a red circle", guidance_scale=2.0, **options))
+    (_, (captions, sampler, seed, *_), kwargs), *decodes = calls
+    assert captions == ["a red circle"] and seed == 0 and kwargs["guidance_scale"] == 2.0
+    assert (sampler.steps, sampler.temperature, sampler.anneal, sampler.top_k) == (3, 1.5, True, 4)
+    assert [(a[1:], k) for _, a, k in decodes] == [((0, False), {})] * 3
+    instance = get_sampler("tl-br")
+    assert painter.resolve_sampler(instance) == (instance, 1.0)
+    assert painter.resolve_sampler(instance, guidance_scale=2.0) == (instance, 2.0)
+
+
+def test_a_generator_for_another_grid_is_refused(painter):
+    from xlxmert.models.generator import GeneratorConfig, SpadeGenerator
+    from xlxmert.pipelines import PaintPipeline
+
+    other = SpadeGenerator(
+        GeneratorConfig(input_dim=5, grid_size=2, output_size=IMAGE, channels=8, bottleneck_dim=8)
+    )
+    with pytest.raises(
+        XLXMERTError,
+        match=exactly(
+            "generator reads 2x2x5 features but the transformer paints 4x4x12; "
+            "train the generator on this vocabulary"
+        ),
+    ):
+        PaintPipeline(painter.tokenizer, painter.transformer, painter.vocabulary, other)
+
+
+def test_decode_seeds_each_image_and_follows_the_models_dtype(paint_dir):
+    from xlxmert.pipelines import PaintPipeline
+
+    pipe = PaintPipeline.from_pretrained(paint_dir)
+    with torch.no_grad():  # the noise injections start at zero: give them weight
+        for name, param in pipe.generator.named_parameters():
+            if "noise" in name:
+                param.fill_(1.0)
+    ids = torch.randint(0, 16, (2, 16), generator=torch.Generator().manual_seed(0))
+
+    def pixels(images):
+        return [image.tobytes() for image in images]
+
+    alone = {
+        (b, s): pixels(pipe.decode(ids[b : b + 1], s, noise=True))[0] for b in (0, 1) for s in (0, 3, 5, 6)
+    }
+    assert pixels(pipe.decode(ids, noise=True)) == [
+        alone[0, 0],
+        pixels(pipe.decode(ids[1:], 1, noise=True))[0],
+    ]
+    assert pixels(pipe.decode(ids, 5, noise=True)) == [alone[0, 5], alone[1, 6]]
+    assert pixels(pipe.decode(ids, [3, 0], noise=True)) == [alone[0, 3], alone[1, 0]]
+    assert alone[0, 0] != alone[0, 5]  # the noise draws from the seed
+    assert pipe.to(dtype=torch.float64) is pipe
+    assert next(pipe.transformer.parameters()).dtype == torch.float64
+    assert next(pipe.generator.parameters()).dtype == torch.float64
+    assert len(pipe.decode(ids)) == 2  # the grid follows the generator's dtype
 
 
 def test_default_model_dir_finds_an_installed_model_and_names_where_it_looked(monkeypatch, tmp_path):
