@@ -225,3 +225,81 @@ def test_the_package_names_each_pipeline_and_output_lazily():
         AttributeError, match=exactly("module 'xlxmert.pipelines' has no attribute 'Painter'")
     ):
         pipelines.Painter  # noqa: B018
+
+
+def noisy(paint_dir):
+    """The tiny pipeline with its generator's noise injections switched on (they start at 0)."""
+    from xlxmert.pipelines import PaintPipeline
+
+    pipe = PaintPipeline.from_pretrained(paint_dir)
+    with torch.no_grad():
+        for name, param in pipe.generator.named_parameters():
+            if "noise" in name:
+                param.fill_(1.0)
+    return pipe
+
+
+def test_generators_replace_the_seeds_for_sampling_and_noise(paint_dir):
+    from xlxmert.utils.seeding import torch_generator
+
+    pipe = noisy(paint_dir)
+    captions = ["a red circle", "two green stars at night"]
+    options = dict(sampler="random", steps=20, temperature=1.5)
+    out = pipe(captions, generator=[torch_generator(5), torch_generator(9)], **options)
+    # Image i: sampled from generator i, its noise seeded with a draw from it after sampling.
+    for i, seed in enumerate((5, 9)):
+        gen = torch_generator(seed)
+        alone = pipe.sample(captions[i : i + 1], get_sampler("random", 20, 1.5), generators=[gen])
+        noise_seed = int(torch.randint(2**62, (1,), generator=gen))
+        assert torch.equal(out.ids[i], alone.ids[0])
+        assert out.images[i].tobytes() == pipe.decode(alone.ids, [noise_seed])[0].tobytes()
+    shared = pipe(captions, generator=torch_generator(5), **options)  # one generator, in order
+    again = pipe(captions, generator=torch_generator(5), **options)
+    assert torch.equal(shared.ids, again.ids) and not torch.equal(shared.ids[0], out.ids[1])
+    with pytest.raises(XLXMERTError, match=exactly("1 generators for 2 images; give one per image")):
+        pipe(captions, generator=[torch_generator(5)], **options)
+    with pytest.raises(XLXMERTError, match=exactly("num_images_per_prompt must be at least 1, got 0")):
+        pipe(captions, num_images_per_prompt=0)
+
+
+def test_noise_switch_reaches_the_painting_and_its_strip(paint_dir):
+    pipe = noisy(paint_dir)
+    noisy_out = pipe("a red circle", return_intermediates=True)
+    quiet = pipe("a red circle", noise=False, return_intermediates=True)
+    assert noisy_out.images[0].tobytes() != quiet.images[0].tobytes()
+    assert quiet.intermediates[0][-1].tobytes() == quiet.images[0].tobytes()
+    assert noisy_out.intermediates[0][-1].tobytes() == noisy_out.images[0].tobytes()
+
+
+def test_sample_and_predictor_defaults(painter, monkeypatch):
+    from xlxmert.utils.seeding import torch_generator
+
+    sampler = get_sampler("random", 20, 1.5)
+    default = painter.sample(["a red circle"], sampler)
+    assert default.intermediates == []  # only when asked for
+    assert torch.equal(default.ids, painter.sample(["a red circle"], sampler, seed=0).ids)
+    given = painter.sample(["a red circle"], sampler, generators=[torch_generator(5)])
+    assert torch.equal(given.ids, painter.sample(["a red circle"], sampler, seed=5).ids)
+    assert not torch.equal(given.ids, default.ids)
+    for call in (
+        lambda: painter.predictor([""]),
+        lambda: painter.sample([""], sampler),
+        lambda: painter([""]),
+    ):
+        with pytest.raises(XLXMERTError, match=exactly("caption 1 is empty; give some words")):
+            call()
+    # The text is encoded once per call by default (the cache), without it at every step.
+    encoded = []
+    encode = painter.transformer.encode_text
+    monkeypatch.setattr(painter.transformer, "encode_text", lambda *a: encoded.append(1) or encode(*a))
+    for call in (
+        lambda: painter.predictor(["a red circle"]),
+        lambda: painter.sample(["a red circle"], sampler),
+        lambda: painter("a red circle"),
+    ):
+        encoded.clear()
+        call()
+        assert encoded == [1]
+    encoded.clear()
+    painter("a red circle", use_text_cache=False)
+    assert encoded == [1] * 4  # Mask-Predict-4's four steps
