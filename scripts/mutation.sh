@@ -73,21 +73,29 @@ for path in sorted(Path(sys.argv[1]).glob("[eps]*/**/*.py")):
         del lines[node.decorator_list[0].lineno - 1]
     path.write_text("".join(lines))
 EOF
-    # The fast tests only: test_evaluation.py trains its graders (a minute per mutant) and
-    # test_readme_commands.py starts a second interpreter; both run in the ordinary suite.
-    # mutmut reads one pytest argument per line.
+    # The fast tests only: test_graders.py and test_report.py train graders (a minute per mutant),
+    # test_readme_commands.py starts a second interpreter and test_captions.py's trained-model
+    # test trains (12 s); they run in the ordinary suite. mutmut reads one pytest argument per
+    # line (and takes test files, not node ids, as the selection: hence the --deselect).
     {
         printf '[mutmut]\nsource_paths=src/\nonly_mutate=\n'
         printf '    src/xlxmert/%s/*\n' evaluation sampling pipelines
         printf 'also_copy=\n    models/\n    docs/\n    Makefile\npytest_add_cli_args=\n'
         # shellcheck disable=SC2086
-        printf '    %s\n' -p no:cacheprovider -W ignore ${PYTEST_EXTRA:-}
+        printf '    %s\n' -p no:cacheprovider -W ignore --deselect \
+            tests/test_captions.py::test_a_tiny_trained_model_writes_captions_truer_than_chance \
+            ${PYTEST_EXTRA:-}
         printf 'pytest_add_cli_args_test_selection=\n'
         printf '    tests/%s\n' test_metrics_oracle.py test_metrics_edges.py test_evaluation_controls.py \
-            test_wiring.py test_sampling.py test_pipelines.py test_cli_paint.py
+            test_metrics_mutants.py test_wiring.py test_sampling.py test_sampling_mutants.py \
+            test_captions.py test_pipelines.py test_pipelines_mutants.py \
+            test_cli_paint.py
     } > "$WORK/setup.cfg"
 fi
 cd "$WORK"
+# The folder must exist before mutmut starts: Python caches a missing sys.path entry as absent,
+# and a first run in a fresh WORK then fails its stats run with "No module named 'xlxmert'".
+mkdir -p mutants/src
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1
 # A test's subprocess imports the mutated tree too (mutmut selects the mutant by environment).
 export PYTHONPATH="$WORK/mutants/src"
