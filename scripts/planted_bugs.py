@@ -62,7 +62,7 @@ BUGS: list[tuple[str, str, str, str, list[str]]] = [
     ),
     (
         "pretraining ignores visual_masking (always uniform)",
-        "training/pretrain.py",
+        "training/pretrain_batches.py",
         'if config.visual_masking == "uniform":',
         "if True:",
         ["tests/test_wiring.py"],
