@@ -86,8 +86,8 @@ EOF
             tests/test_captions.py::test_a_tiny_trained_model_writes_captions_truer_than_chance \
             ${PYTEST_EXTRA:-}
         printf 'pytest_add_cli_args_test_selection=\n'
-        printf '    tests/%s\n' test_metrics_oracle.py test_metrics_edges.py test_evaluation_controls.py \
-            test_metrics_mutants.py test_wiring.py test_sampling.py test_sampling_mutants.py \
+        printf '    tests/%s\n' test_metrics_oracle.py test_metrics_edges.py test_metrics_edges_tasks.py \
+            test_evaluation_controls.py test_metrics_mutants.py test_wiring.py test_sampling.py test_sampling_mutants.py \
             test_captions.py test_pipelines.py test_pipelines_mutants.py \
             test_cli_paint.py
     } > "$WORK/setup.cfg"

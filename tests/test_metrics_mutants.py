@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from test_metrics_edges import RED_CIRCLE, small  # noqa: F401  (a fixture)
+from test_metrics_edges import RED_CIRCLE
+from test_metrics_edges_tasks import small  # noqa: F401  (a fixture)
 from xlxmert.data.shapes.scene import Scene, SceneObject
 from xlxmert.evaluation.metrics.tasks import nlvr2_accuracy, official_normalize
 from xlxmert.evaluation.negatives import _is_false, hard_negative_pool, hard_negatives
