@@ -87,8 +87,9 @@ EOF
             ${PYTEST_EXTRA:-}
         printf 'pytest_add_cli_args_test_selection=\n'
         printf '    tests/%s\n' test_metrics_oracle.py test_metrics_edges.py test_metrics_edges_tasks.py \
-            test_evaluation_controls.py test_metrics_mutants.py test_wiring.py test_sampling.py test_sampling_mutants.py \
-            test_captions.py test_pipelines.py test_pipelines_mutants.py \
+            test_evaluation_controls.py test_metrics_mutants.py test_wiring.py test_sampling.py \
+            test_sampling_mutants.py test_captions.py test_pipelines.py test_pipelines_mutants.py \
+            test_image_text_mutants.py \
             test_cli_paint.py
     } > "$WORK/setup.cfg"
 fi

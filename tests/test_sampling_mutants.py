@@ -19,6 +19,7 @@ from xlxmert.sampling import (
     RandomSampler,
     get_sampler,
 )
+from xlxmert.sampling.caption import caption_scores, word_log_probs
 from xlxmert.utils.seeding import torch_generator
 
 
@@ -375,3 +376,30 @@ def test_the_loop_keeps_the_feature_dtype_and_names_unfilled_cells():
 
     with pytest.raises(XLXMERTError, match=exactly("idle: 4 steps left cells unfilled; use more steps")):
         Idle().sample(lambda ids, mask: torch.zeros(*ids.shape, 8), 2, 16, torch_generator(0))
+
+
+def test_caption_scores_by_hand_and_the_default_chunks():
+    table = torch.randn(L, V, generator=torch_generator(3))
+    calls = []
+
+    def predict_rows(input_ids, attention_mask, rows):
+        calls.append(len(input_ids))
+        logits = table[None, : input_ids.shape[1]].expand(len(input_ids), -1, -1)
+        return logits, -0.1 * (rows.float() + 1)  # log p(match) of image r: -0.1 (r + 1)
+
+    ids = torch.tensor([[CLS, 10, 11, 12, SEP, PAD], [CLS, 10, 13, SEP, PAD, PAD]])
+    free = torch.tensor([[0, 1, 1, 1, 0, 0], [0, 0, 1, 0, 0, 0]]).bool()  # 3 and 1 free words
+    lp = TOKENS.log_probs(table)
+    words = torch.stack([(lp[1, 10] + lp[2, 11] + lp[3, 12]) / 3, lp[2, 13]])
+    scores = caption_scores(predict_rows, ids, free, torch.tensor([0, 1]), TOKENS)
+    assert torch.allclose(scores, words + torch.tensor([-0.1, -0.2]))
+    weighted = caption_scores(predict_rows, ids, free, torch.tensor([0, 1]), TOKENS, match_weight=2.0)
+    assert torch.allclose(weighted, words + torch.tensor([-0.2, -0.4]))
+    # 300 captions of one free word each: chunks of 256 rows by default.
+    many, one = ids[1:].repeat(300, 1), free[1:].repeat(300, 1)
+    calls.clear()
+    word_log_probs(predict_rows, many, one, torch.zeros(300).long(), TOKENS)
+    assert calls == [256, 44]
+    calls.clear()
+    caption_scores(predict_rows, many, one, torch.zeros(300).long(), TOKENS)
+    assert calls == [256, 44, 256, 44]
