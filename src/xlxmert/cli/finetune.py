@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from xlxmert.cli.options import add_config_flags, config_values, log_config
+from xlxmert.cli.options import add_bf16_alias, add_config_flags, config_values, log_config
 
 
 def _finetune(args: argparse.Namespace) -> int:
@@ -56,14 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--answers", help="answer vocabulary (JSON list) for VQA/GQA; default: the training answers"
     )
-    p.add_argument(
-        "--bf16",
-        dest="mixed_precision",
-        action="store_const",
-        const="bf16",
-        default=argparse.SUPPRESS,
-        help="same as --mixed-precision bf16",
-    )
+    add_bf16_alias(p)
     p.add_argument("--stop-after", type=int, help="stop after N updates in all (resume by rerunning)")
     add_config_flags(
         p, "xlxmert.training.finetune.FinetuneConfig", skip=("task",), preset=None, title="FinetuneConfig"

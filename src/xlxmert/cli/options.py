@@ -170,6 +170,18 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def add_bf16_alias(parser: argparse.ArgumentParser) -> None:
+    """``--bf16``: the same as ``--mixed-precision bf16`` (a training config's field)."""
+    parser.add_argument(
+        "--bf16",
+        dest="mixed_precision",
+        action="store_const",
+        const="bf16",
+        default=argparse.SUPPRESS,
+        help="same as --mixed-precision bf16",
+    )
+
+
 # -- flags from config dataclasses -----------------------------------------------------------------
 _SCALARS = (bool, int, float, str)
 

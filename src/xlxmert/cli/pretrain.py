@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from xlxmert.cli.options import add_config_flags, config_values, log_config
+from xlxmert.cli.options import add_bf16_alias, add_config_flags, config_values, log_config
 from xlxmert.cli.output import check_output_dir
 
 TRANSFORMER_FLAGS = (
@@ -93,14 +93,7 @@ def register(subparsers) -> None:
     p.add_argument(
         "--init", default=None, metavar="MODEL_DIR", help="start from this model folder's transformer weights"
     )
-    p.add_argument(
-        "--bf16",
-        dest="mixed_precision",
-        action="store_const",
-        const="bf16",
-        default=argparse.SUPPRESS,
-        help="same as --mixed-precision bf16",
-    )
+    add_bf16_alias(p)
     add_config_flags(p, "xlxmert.training.pretrain.PretrainConfig", title="pretraining (PretrainConfig)")
     add_config_flags(
         p,
